@@ -1,0 +1,27 @@
+#!/bin/bash
+# The one place that names every Debian package isergw builds, runs or tests with.
+# Installs only what is missing; safe to run again.
+set -euo pipefail
+BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
+	libssl-dev liburing-dev libinih-dev libjansson-dev libiscsi-dev
+	libibverbs-dev librdmacm-dev libnl-route-3-dev)
+TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps)
+BENCH_PKGS=(gnuplot-nox qemu-utils iperf3)
+want=("${BUILD_PKGS[@]}")
+case "${1:-build}" in
+test) want+=("${TEST_PKGS[@]}") ;;
+bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}") ;;
+build) ;;
+*) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${want[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
