@@ -253,8 +253,8 @@ enum chap_error chap_target_verify(const struct chap_target *t, const char *chap
                 return CHAP_ERR_CRYPTO;
         /* Both checks always run; their results are combined only at the end. */
         bool user_ok = user && names_equal(chap_n, user);
-        bool response_ok = secret_set && (size_t)got_len == dlen &&
-                           CRYPTO_memcmp(got, want, dlen) == 0;
+        bool response_ok =
+            secret_set && (size_t)got_len == dlen && CRYPTO_memcmp(got, want, dlen) == 0;
         OPENSSL_cleanse(want, sizeof(want));
         if (!user_ok)
                 return CHAP_ERR_BAD_USER;

@@ -656,6 +656,7 @@ int iscsi_conn_rx_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, cons
 {
 	c->rx_bhs = *bhs;
 	c->rx_error = NULL;
+	c->rx_failed_task = NULL;
 	memset(dest, 0, sizeof(*dest));
 	uint32_t dsl = bhs_dsl(bhs);
 	uint8_t op = bhs_opcode(bhs);
@@ -736,6 +737,7 @@ void iscsi_conn_rx_pdu(struct iscsi_conn *c, bool data_digest_ok)
 	case RX_DISCARD:
 		if (c->rx_error)
 			conn_send_reject(c, &c->rx_bhs, c->rx_reject_reason, c->rx_error);
+		task_rx_discarded(c);
 		return;
 	case RX_CMD_IMMEDIATE:
 		task_rx_command_done(c, data_digest_ok);
@@ -806,13 +808,16 @@ void iscsi_conn_closed(struct iscsi_conn *c)
 	c->xc = NULL;
 	c->state = CONN_CLOSING;
 	reactor_timer_cancel(c->rc->reactor, &c->nop_timer);
+	c->hold++;
 	task_abort_all(c, false, 0);
+	c->hold--;
 	conn_maybe_free(c);
 }
 
 void conn_maybe_free(struct iscsi_conn *c)
 {
-	if (!c->closed_by_transport || c->ntasks || c->orphans_running || c->orphan_work.queued)
+	if (!c->closed_by_transport || c->ntasks || c->hold || c->orphans_running ||
+	    c->orphan_work.queued)
 		return;
 	struct iscsi_conn **pp = &c->rc->conns;
 	while (*pp && *pp != c)
@@ -825,6 +830,7 @@ void conn_maybe_free(struct iscsi_conn *c)
 	log_info("conn %s: closed", conn_name(c));
 	login_destroy(c->login);
 	free(c->rx_buf);
+	free(c->scratch);
 	free(c->text_buf);
 	free(c);
 }

@@ -147,7 +147,11 @@ struct iscsi_conn {
 	enum rx_kind rx_kind;
 	struct iscsi_task *rx_task;
 	struct dpt_entry *rx_entry;
-	uint32_t rx_offset, rx_len;
+	struct iscsi_task *rx_failed_task; /* a command a refused Data-Out broke */
+	uint32_t rx_offset, rx_len; /* rx_len: bytes of the PDU the command keeps */
+	uint32_t rx_total;          /* the PDU's whole data segment */
+	uint8_t *scratch;           /* where bytes beyond what a command needs are dropped */
+	uint32_t scratch_size;
 	uint8_t *rx_buf;
 	uint32_t rx_buf_size;
 	const char *rx_error; /* why a PDU being discarded is bad, answered when it completes */
@@ -175,6 +179,7 @@ struct iscsi_conn {
 	struct tx_pdu *orphans;
 	struct reactor_deferred orphan_work;
 	bool orphans_running;
+	unsigned hold; /* >0: someone up the stack still uses the connection */
 	struct iscsi_conn *next; /* on the reactor's list */
 };
 
@@ -269,6 +274,7 @@ void task_rx_command_done(struct iscsi_conn *c, bool digest_ok);
 int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 			    struct rx_dest *dest);
 void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok);
+void task_rx_discarded(struct iscsi_conn *c);
 void task_run_queued(struct iscsi_conn *c);
 void task_abort(struct iscsi_task *t);
 void task_abort_all(struct iscsi_conn *c, bool lun_only, uint64_t lun);

@@ -151,13 +151,14 @@ static unsigned seg_index(const struct iscsi_task *t, uint32_t off)
 	return (unsigned)(((uint64_t)t->lun_offset + off) / ls - first);
 }
 
-/* Fills dest with where [off, off+len) of the task's data lives. */
+/* Appends to dest where [off, off+len) of the task's data lives. */
 static int data_iov(struct iscsi_task *t, uint32_t off, uint32_t len, struct rx_dest *dest)
 {
-	int n = 0;
+	int n = dest->iovcnt;
+	const int max = (int)(sizeof(dest->iov) / sizeof(dest->iov[0])) - 1;
 	while (len) {
 		unsigned i = seg_index(t, off);
-		if (i >= t->nsegs || n == (int)(sizeof(dest->iov) / sizeof(dest->iov[0])))
+		if (i >= t->nsegs || n == max)
 			return -1;
 		struct task_seg *s = &t->segs[i];
 		uint32_t in = off - s->data_off;
@@ -167,6 +168,39 @@ static int data_iov(struct iscsi_task *t, uint32_t off, uint32_t len, struct rx_
 		len -= take;
 	}
 	dest->iovcnt = n;
+	return 0;
+}
+
+/* Bytes an initiator sends beyond what the command needs (EDTL above the CDB's length) are
+ * read and dropped: the residual count tells the initiator. */
+static int scratch_iov(struct iscsi_conn *c, uint32_t len, struct rx_dest *dest)
+{
+	if (!len)
+		return 0;
+	if (c->scratch_size < len) {
+		uint8_t *b = realloc(c->scratch, len);
+		if (!b)
+			return -1;
+		c->scratch = b;
+		c->scratch_size = len;
+	}
+	dest->iov[dest->iovcnt++] = (struct iovec){c->scratch, len};
+	return 0;
+}
+
+/* Where a data segment at [off, off+len) goes: the part the command keeps (returned) lands
+ * in its buffer, the rest in scratch. */
+static int place_data(struct iscsi_task *t, uint32_t off, uint32_t len, uint32_t keep_end,
+		      struct rx_dest *dest, uint32_t *kept)
+{
+	uint32_t end = off + len;
+	uint32_t keep = off >= keep_end ? 0 : (end < keep_end ? end : keep_end) - off;
+	dest->iovcnt = 0;
+	if (keep && data_iov(t, off, keep, dest) < 0)
+		return -1;
+	if (scratch_iov(t->conn, len - keep, dest) < 0)
+		return -1;
+	*kept = keep;
 	return 0;
 }
 
@@ -835,8 +869,7 @@ static void unsolicited_plan(struct iscsi_task *t, uint32_t dsl)
 		uint32_t fb = c->first_burst < t->edtl ? c->first_burst : t->edtl;
 		t->unsolicited_len = fb;
 	}
-	if (t->unsolicited_len > expected && t->cmd.state != SCSI_CMD_COMPLETE)
-		t->unsolicited_len = expected;
+	(void)expected;
 }
 
 int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, const uint8_t *ahs,
@@ -866,6 +899,10 @@ int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, co
 	struct iscsi_task *t = task_new(c, bhs);
 	if (!t)
 		return -1;
+	log_debug("conn %s: SCSI command ITT 0x%08x CmdSN %u opcode 0x%02x EDTL %u%s%s%s immediate "
+		  "data %u",
+		  c->peer, t->itt, t->cmdsn, t->cmd.cdb[0], t->edtl, t->cmd.read_flag ? " R" : "",
+		  t->cmd.write_flag ? " W" : "", t->final_flag ? " F" : "", dsl);
 	scsi_cmd_prepare(&t->cmd);
 	if (task_layout(t) < 0)
 		return -1;
@@ -879,19 +916,27 @@ int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, co
 	unsolicited_plan(t, dsl);
 	c->rx_task = t;
 	c->rx_kind = RX_CMD_IMMEDIATE;
-	if (dsl == 0 || t->cmd.state == SCSI_CMD_COMPLETE) {
+	c->rx_len = 0;
+	if (t->cmd.state == SCSI_CMD_COMPLETE) {
 		/* Nothing to keep: a command that failed in decoding drops its data. */
 		dest->iovcnt = 0;
 		return 0;
 	}
-	/* Unsolicited data cannot wait for lines: its segments get memory now. */
-	for (uint32_t off = 0; off < t->unsolicited_len;) {
+	/* Immediate and unsolicited data cannot wait for lines: their segments get memory
+	 * now, whether or not this PDU carries any of it. */
+	uint32_t keep_end = write_expected(t);
+	uint32_t unsol = t->unsolicited_len < keep_end ? t->unsolicited_len : keep_end;
+	for (uint32_t off = 0; off < unsol;) {
 		struct task_seg *sg = &t->segs[seg_index(t, off)];
 		seg_get_buffer(t, sg, true);
 		off = sg->data_off + sg->len;
 	}
+	if (dsl == 0) {
+		dest->iovcnt = 0;
+		return 0;
+	}
 	dest->discard = false;
-	if (data_iov(t, 0, dsl, dest) < 0)
+	if (place_data(t, 0, dsl, keep_end, dest, &c->rx_len) < 0)
 		return -1;
 	dest->placed = t->kind == TASK_MEDIA_WRITE;
 	return 0;
@@ -917,9 +962,9 @@ void task_rx_command_done(struct iscsi_conn *c, bool digest_ok)
 		return;
 	}
 	if (dsl && t->cmd.state != SCSI_CMD_COMPLETE) {
-		STAT_ADD(c->rc, write_data_bytes, dsl);
+		STAT_ADD(c->rc, write_data_bytes, c->rx_len);
 		t->unsolicited_recv = dsl;
-		write_account(t, 0, dsl);
+		write_account(t, 0, c->rx_len);
 	}
 	if (t->immediate) {
 		task_execute(t);
@@ -943,6 +988,7 @@ static int data_out_reject(struct iscsi_conn *c, struct iscsi_task *t, const cha
 	c->rx_kind = RX_DISCARD;
 	c->rx_error = why;
 	c->rx_reject_reason = reason;
+	c->rx_failed_task = t;
 	STAT_ADD(c->rc, protocol_errors, 1);
 	if (t && !t->failed) {
 		/* The transfer can no longer complete as asked: end the command with a check
@@ -954,6 +1000,16 @@ static int data_out_reject(struct iscsi_conn *c, struct iscsi_task *t, const cha
 	return 0;
 }
 
+/* A Data-Out was refused: once its Reject is out, the command it broke ends with a check
+ * condition as soon as nothing of it is in flight. */
+void task_rx_discarded(struct iscsi_conn *c)
+{
+	struct iscsi_task *t = c->rx_failed_task;
+	c->rx_failed_task = NULL;
+	if (t && t->executing)
+		task_finish_write(t);
+}
+
 int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 			    struct rx_dest *dest)
 {
@@ -963,7 +1019,11 @@ int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 	dest->discard = true;
 	c->rx_task = NULL;
 	c->rx_entry = NULL;
+	c->rx_failed_task = NULL;
 	STAT_ADD(c->rc, data_out_pdus, 1);
+	log_debug("conn %s: Data-Out ITT 0x%08x TTT 0x%08x DataSN %u offset %u length %u%s",
+		  c->peer, itt, ttt, datasn, off, len,
+		  bhs_flags(bhs) & ISCSI_FLAG_FINAL ? " F" : "");
 	if (c->session->discovery)
 		return data_out_reject(c, NULL, "Data-Out in a discovery session",
 				       ISCSI_REJECT_PROTOCOL_ERROR);
@@ -984,6 +1044,7 @@ int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 		c->rx_task = t;
 		dest->iov[0] = (struct iovec){ptr, len};
 		dest->iovcnt = len ? 1 : 0;
+		c->rx_len = len;
 	} else {
 		struct iscsi_task *t = task_find(c, itt);
 		if (!t || t->response_sent) {
@@ -1006,13 +1067,12 @@ int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 						     "FirstBurstLength",
 					       ISCSI_REJECT_PROTOCOL_ERROR);
 		c->rx_task = t;
-		dest->iovcnt = 0;
-		if (len && data_iov(t, off, len, dest) < 0)
+		if (place_data(t, off, len, write_expected(t), dest, &c->rx_len) < 0)
 			return -1;
 	}
 	c->rx_kind = RX_DATA_OUT;
 	c->rx_offset = off;
-	c->rx_len = len;
+	c->rx_total = len;
 	dest->discard = false;
 	dest->placed = c->rx_task->kind == TASK_MEDIA_WRITE;
 	return 0;
@@ -1050,7 +1110,7 @@ void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)
 	}
 	STAT_ADD(c->rc, write_data_bytes, c->rx_len);
 	if (e) {
-		e->received += c->rx_len;
+		e->received += c->rx_total;
 		e->next_datasn++;
 		if (e->received == e->data_length) {
 			entry_done(t, e, bhs_word(h, BHS_TTT));
@@ -1062,7 +1122,7 @@ void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)
 			return;
 		}
 	} else {
-		t->unsolicited_recv += c->rx_len;
+		t->unsolicited_recv += c->rx_total;
 		t->unsolicited_datasn++;
 	}
 	write_account(t, c->rx_offset, c->rx_len);

@@ -52,7 +52,7 @@ struct iscsi_transport_ops {
 
 /* Where a received PDU's data segment goes. */
 struct rx_dest {
-	struct iovec iov[4];
+	struct iovec iov[48]; /* a 1 MiB segment over 32 KiB lines, plus a scratch tail */
 	int iovcnt; /* 0 with discard=true: read and throw away */
 	bool discard;
 	bool placed; /* data lands in a cache line (counted as zero-copy write data) */
