@@ -597,14 +597,19 @@ static void handle_tmf(struct iscsi_conn *c)
 	case ISCSI_TMF_ABORT_TASK_SET:
 	case ISCSI_TMF_CLEAR_TASK_SET:
 	case ISCSI_TMF_LOGICAL_UNIT_RESET:
-		if (!t || !target_lun(t, lun_from_wire(lun)))
+		if (!t || !target_lun(t, lun_from_wire(lun))) {
 			rsp = ISCSI_TMF_RSP_NO_LUN;
-		else
-			task_abort_all(c, true, lun);
+			break;
+		}
+		task_abort_all(c, true, lun);
+		if (fn == ISCSI_TMF_LOGICAL_UNIT_RESET)
+			target_note_reset(t, target_lun_index(t, lun_from_wire(lun)));
 		break;
 	case ISCSI_TMF_TARGET_WARM_RESET:
 	case ISCSI_TMF_TARGET_COLD_RESET:
 		task_abort_all(c, false, 0);
+		if (t)
+			target_note_reset(t, -1);
 		break;
 	case ISCSI_TMF_CLEAR_ACA:
 	case ISCSI_TMF_TASK_REASSIGN:

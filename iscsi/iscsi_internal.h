@@ -80,6 +80,9 @@ struct iscsi_target {
 	struct scsi_lun *luns[ISCSI_MAX_LUNS];
 	uint64_t lun_ids[ISCSI_MAX_LUNS];
 	unsigned nluns;
+	/* Bumped by each reset of a LUN; a session that has not seen the newest value owes
+	 * its initiator a unit attention (SAM: reset seen by the other I_T nexuses). */
+	uint32_t lun_reset_gen[ISCSI_MAX_LUNS];
 };
 
 struct iscsi_gw {
@@ -110,6 +113,7 @@ struct iscsi_session {
 	uint32_t exp_cmdsn;          /* owned by the connection's reactor */
 	uint32_t max_cmdsn;
 	time_t created;
+	uint32_t seen_reset_gen[ISCSI_MAX_LUNS];
 	struct iscsi_session *next;
 };
 
@@ -298,6 +302,11 @@ void session_reinstate(struct iscsi_gw *gw, const uint8_t isid[6], const char *i
 struct iscsi_target *target_find(struct iscsi_gw *gw, const char *name);
 bool target_allows(const struct iscsi_target *t, const char *initiator);
 struct scsi_lun *target_lun(const struct iscsi_target *t, uint64_t lun);
+int target_lun_index(const struct iscsi_target *t, uint64_t lun);
+/* A reset of LUN index i (or every LUN if i < 0): every session gets a unit attention. */
+void target_note_reset(struct iscsi_target *t, int i);
+/* True (and cleared) when s owes a unit attention for LUN index i. */
+bool session_take_ua(struct iscsi_session *s, int i);
 uint64_t lun_from_wire(uint64_t wire);
 /* Appends SendTargets text for value ("All" or a target name) to buf. */
 int target_send_targets(struct iscsi_gw *gw, const char *value, const char *initiator,

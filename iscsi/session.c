@@ -31,6 +31,8 @@ struct iscsi_session *session_create(struct iscsi_gw *gw, struct iscsi_conn *c,
 	s->discovery = discovery;
 	s->conn = c;
 	s->created = time(NULL);
+	for (unsigned i = 0; target && i < target->nluns; i++)
+		s->seen_reset_gen[i] = __atomic_load_n(&target->lun_reset_gen[i], __ATOMIC_RELAXED);
 	pthread_mutex_lock(&gw->sessions_lock);
 	do {
 		gw->next_tsih++;

@@ -171,6 +171,35 @@ struct scsi_lun *target_lun(const struct iscsi_target *t, uint64_t lun)
 	return NULL;
 }
 
+int target_lun_index(const struct iscsi_target *t, uint64_t lun)
+{
+	for (unsigned i = 0; t && i < t->nluns; i++)
+		if (t->lun_ids[i] == lun)
+			return (int)i;
+	return -1;
+}
+
+void target_note_reset(struct iscsi_target *t, int i)
+{
+	for (unsigned k = 0; k < t->nluns; k++) {
+		if (i >= 0 && (int)k != i)
+			continue;
+		/* SAM-5: every I_T nexus, the resetting one included, sees the UA. */
+		__atomic_add_fetch(&t->lun_reset_gen[k], 1, __ATOMIC_RELAXED);
+	}
+}
+
+bool session_take_ua(struct iscsi_session *s, int i)
+{
+	if (!s->target || i < 0)
+		return false;
+	uint32_t gen = __atomic_load_n(&s->target->lun_reset_gen[i], __ATOMIC_RELAXED);
+	if (s->seen_reset_gen[i] == gen)
+		return false;
+	s->seen_reset_gen[i] = gen;
+	return true;
+}
+
 /* SAM LUN structure: peripheral (00b) and flat (01b) addressing of one level. */
 uint64_t lun_from_wire(uint64_t wire)
 {

@@ -20,6 +20,7 @@ static inline bool sn_lt(uint32_t a, uint32_t b)
 }
 
 static void task_pump(struct iscsi_task *t);
+static bool owes_unit_attention(struct iscsi_task *t);
 static void task_finish_write(struct iscsi_task *t);
 static void send_response(struct iscsi_task *t);
 
@@ -903,7 +904,8 @@ int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, co
 		  "data %u",
 		  c->peer, t->itt, t->cmdsn, t->cmd.cdb[0], t->edtl, t->cmd.read_flag ? " R" : "",
 		  t->cmd.write_flag ? " W" : "", t->final_flag ? " F" : "", dsl);
-	scsi_cmd_prepare(&t->cmd);
+	if (!owes_unit_attention(t))
+		scsi_cmd_prepare(&t->cmd);
 	if (task_layout(t) < 0)
 		return -1;
 	const char *bad = check_data_rules(t, dsl);
@@ -940,6 +942,22 @@ int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, co
 		return -1;
 	dest->placed = t->kind == TASK_MEDIA_WRITE;
 	return 0;
+}
+
+/* A reset by another initiator is reported once, on the next command that is not one of
+ * those SPC lets through (INQUIRY, REPORT LUNS, REQUEST SENSE). */
+static bool owes_unit_attention(struct iscsi_task *t)
+{
+	uint8_t op = t->cmd.cdb[0];
+	if (!t->cmd.lun || op == 0x12 || op == 0xa0 || op == 0x03)
+		return false;
+	struct iscsi_session *s = t->conn->session;
+	if (!session_take_ua(s, target_lun_index(s->target, t->cmd.lun_number)))
+		return false;
+	t->cmd.status = SCSI_STATUS_CHECK_CONDITION;
+	scsi_set_sense(&t->cmd, SK_UNIT_ATTENTION, 0x2903);
+	t->cmd.state = SCSI_CMD_COMPLETE;
+	return true;
 }
 
 static void enqueue_by_cmdsn(struct iscsi_conn *c, struct iscsi_task *t)
