@@ -87,7 +87,8 @@ uint32_t dpt_alloc_at(struct dpt *d, unsigned index, uint8_t *data_pointer,
 void dpt_free(struct dpt *d, uint32_t ttt)
 {
 	unsigned idx = ttt >> 16;
-	if (idx >= d->capacity || !d->entries[idx].in_use)
+	/* A stale TTT (the entry since reused under another tag) must not free the new one. */
+	if (idx >= d->capacity || !d->entries[idx].in_use || d->entries[idx].tag != (uint16_t)ttt)
 		return;
 	d->entries[idx].in_use = false;
 	d->entries[idx].task = NULL;

@@ -229,6 +229,7 @@ static uint32_t page_control(const struct scsi_lun *lun, uint8_t pc, uint8_t *p)
         if (pc != PC_CHANGEABLE) {
                 p[2] = 0x02; /* GLTSD: no log parameters are saved */
                 p[3] = 0x10; /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
+                put_be16(&p[8], 0xffff); /* BUSY TIMEOUT PERIOD: unlimited */
         }
         return 12;
 }

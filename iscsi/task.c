@@ -217,8 +217,10 @@ struct iscsi_task *task_find(struct iscsi_conn *c, uint32_t itt)
 
 bool task_idle(const struct iscsi_task *t)
 {
-	return t->reads_inflight == 0 && t->tx_inflight == 0 && t->segs_writing == 0 &&
-	       t->cmd.state != SCSI_CMD_READY;
+	/* Media commands move their data here and never run in the SCSI layer; an emulated
+	 * one is busy while the SCSI layer executes it. */
+	bool scsi_busy = t->kind == TASK_EMULATED && t->cmd.state == SCSI_CMD_READY;
+	return t->reads_inflight == 0 && t->tx_inflight == 0 && t->segs_writing == 0 && !scsi_busy;
 }
 
 static void release_r2ts(struct iscsi_task *t)
@@ -422,6 +424,9 @@ static void send_seg_data(struct iscsi_task *t, struct task_seg *s, uint32_t tot
 		bhs_set_dsl(&p->bhs, len);
 		t->data_sent += len;
 		bool with_status = last && status;
+		if (last)
+			log_debug("conn %s: ITT 0x%08x last Data-In at %u+%u, DataSN %u, status %s",
+				  c->peer, t->itt, off, len, t->datasn - 1, with_status ? "folded" : "apart");
 		if (with_status) {
 			uint8_t rflags;
 			uint32_t count;
@@ -451,6 +456,8 @@ static void seg_read_done(struct volume_io *io, int res)
 	struct iscsi_task *t = s->task;
 	t->reads_inflight--;
 	s->state = SEG_READY;
+	log_debug("conn %s: ITT 0x%08x read of segment at %u (%u bytes) done: %d", t->conn->peer,
+		  t->itt, s->data_off, s->len, res);
 	if (res < 0 && !t->failed) {
 		log_warn("conn %s: read of LUN %llu at %llu failed: %s", t->conn->peer,
 			 (unsigned long long)lun_from_wire(t->lun),

@@ -178,10 +178,11 @@ Test(dpt, free_with_stale_ttt_leaves_reused_entry_alone)
 	dpt_free(d, old);
 	uint32_t cur = dpt_alloc(d, region, 0, 0x8000, owner_a, &task_obj, 0x0043);
 	dpt_free(d, old);
-	cr_assert_not_null(dpt_lookup(d, cur, owner_a),
-			   "dpt_free(stale TTT 0x%08x) released the live entry 0x%08x", old, cur);
-	cr_assert_eq(dpt_in_use(d), 1);
+	bool live = dpt_lookup(d, cur, owner_a) != NULL;
+	unsigned in_use = dpt_in_use(d);
 	dpt_destroy(d);
+	cr_assert(live, "dpt_free(stale TTT 0x%08x) released the live entry 0x%08x", old, cur);
+	cr_assert_eq(in_use, 1);
 }
 
 Test(dpt, forged_tag_and_foreign_owner)

@@ -1272,7 +1272,7 @@ Test(scsi, mode_sense6_all_pages)
         cr_assert_eq(p[1], 0x12);
         cr_assert_eq(p[2], 0x04, "WCE");
         p += 20;
-        const uint8_t control[] = {0x0a, 0x0a, 0x02, 0x10, 0, 0, 0, 0, 0, 0, 0, 0};
+        const uint8_t control[] = {0x0a, 0x0a, 0x02, 0x10, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
         cr_assert_arr_eq(p, control, 12);
         p += 12;
         const uint8_t iec[] = {0x1c, 0x0a, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0};
