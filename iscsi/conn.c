@@ -187,8 +187,13 @@ static void close_after_sent(struct tx_pdu *pdu)
 static void logout_sent(struct tx_pdu *pdu)
 {
 	struct iscsi_conn *c = pdu->sent_arg;
-	c->close_requested = false;
-	conn_drop(c, "logged out");
+	if (c->close_requested)
+		return;
+	/* An orderly end, not an error: no warning. */
+	c->close_requested = true;
+	c->state = CONN_CLOSING;
+	if (c->xc)
+		c->xops->close(c->xc, "logged out");
 }
 
 static void send_login_rsp(struct iscsi_conn *c, const struct login_response *rsp,
@@ -364,7 +369,9 @@ static void handle_login(struct iscsi_conn *c, const uint8_t *data, uint32_t len
 
 /* ---------------- full feature phase control PDUs ---------------- */
 
-/* Sequencing of a non-SCSI request: true when it may run now. */
+/* Sequencing of a non-SCSI request: true when its CmdSN is acceptable. The CmdSN is taken
+ * (cmdsn_commit) only once the request is found valid: a rejected request is, per RFC 7143
+ * 7.3, not received, and its CmdSN may be used again. */
 static bool control_cmdsn_ok(struct iscsi_conn *c, const struct iscsi_bhs *h)
 {
 	struct iscsi_session *s = c->session;
@@ -376,10 +383,24 @@ static bool control_cmdsn_ok(struct iscsi_conn *c, const struct iscsi_bhs *h)
 			 iscsi_opcode_name(bhs_opcode(h)), sn, s->exp_cmdsn, s->max_cmdsn);
 		return false;
 	}
-	if (sn == s->exp_cmdsn) {
-		s->exp_cmdsn++;
-		task_run_queued(c);
-	}
+	return true;
+}
+
+static void cmdsn_commit(struct iscsi_conn *c, const struct iscsi_bhs *h)
+{
+	struct iscsi_session *s = c->session;
+	if (bhs_immediate(h) || bhs_word(h, BHS_CMDSN) != s->exp_cmdsn)
+		return;
+	s->exp_cmdsn++;
+	task_run_queued(c);
+}
+
+/* The usual case: acceptable and taken at once. */
+static bool control_cmdsn_take(struct iscsi_conn *c, const struct iscsi_bhs *h)
+{
+	if (!control_cmdsn_ok(c, h))
+		return false;
+	cmdsn_commit(c, h);
 	return true;
 }
 
@@ -387,12 +408,10 @@ static void handle_nop_out(struct iscsi_conn *c, const uint8_t *data, uint32_t l
 {
 	const struct iscsi_bhs *h = &c->rx_bhs;
 	uint32_t itt = bhs_itt(h), ttt = bhs_word(h, BHS_TTT);
-	if (ttt != ISCSI_RSVD_TAG) {
-		/* The answer to our NOP-In. */
-		if (ttt == c->nop_ttt)
-			c->nop_ttt = ISCSI_RSVD_TAG;
+	if (ttt != ISCSI_RSVD_TAG && ttt == c->nop_ttt)
+		c->nop_ttt = ISCSI_RSVD_TAG; /* the answer to our NOP-In */
+	if (itt == ISCSI_RSVD_TAG && ttt != ISCSI_RSVD_TAG)
 		return;
-	}
 	if (itt == ISCSI_RSVD_TAG) {
 		if (!bhs_immediate(h)) {
 			conn_send_reject(c, h, ISCSI_REJECT_PROTOCOL_ERROR,
@@ -400,7 +419,7 @@ static void handle_nop_out(struct iscsi_conn *c, const uint8_t *data, uint32_t l
 		}
 		return;
 	}
-	if (!control_cmdsn_ok(c, h))
+	if (!control_cmdsn_take(c, h))
 		return;
 	struct tx_pdu *p = new_pdu(ISCSI_OP_NOP_IN, ISCSI_FLAG_FINAL, itt);
 	if (!p)
@@ -484,6 +503,7 @@ static void handle_text(struct iscsi_conn *c, const uint8_t *data, uint32_t len)
 					 "Text continuation with unknown TTT");
 			return;
 		}
+		cmdsn_commit(c, h);
 		send_text_chunk(c, bhs_itt(h));
 		return;
 	}
@@ -497,6 +517,7 @@ static void handle_text(struct iscsi_conn *c, const uint8_t *data, uint32_t len)
 		conn_send_reject(c, h, ISCSI_REJECT_PROTOCOL_ERROR, "malformed Text data");
 		return;
 	}
+	cmdsn_commit(c, h);
 	for (size_t i = 0; i < kv.count; i++) {
 		const char *k = kv.pairs[i].key, *v = kv.pairs[i].value;
 		if (strcmp(k, "SendTargets") == 0) {
@@ -524,18 +545,19 @@ static void handle_text(struct iscsi_conn *c, const uint8_t *data, uint32_t len)
 static void handle_logout(struct iscsi_conn *c)
 {
 	const struct iscsi_bhs *h = &c->rx_bhs;
+	uint8_t reason = h->b[1] & 0x7f;
 	if (!control_cmdsn_ok(c, h))
 		return;
-	uint8_t reason = h->b[1] & 0x7f;
+	if (reason > ISCSI_LOGOUT_REMOVE_FOR_RECOVERY) {
+		conn_send_reject(c, h, ISCSI_REJECT_PROTOCOL_ERROR, "bad logout reason");
+		return;
+	}
+	cmdsn_commit(c, h);
 	uint8_t response = ISCSI_LOGOUT_RSP_OK;
 	if (reason == ISCSI_LOGOUT_REMOVE_FOR_RECOVERY)
 		response = ISCSI_LOGOUT_RSP_RECOVERY_UNSUPPORTED;
 	else if (reason == ISCSI_LOGOUT_CLOSE_CONNECTION && iscsi_get_be16(h->b + 20) != c->cid)
 		response = ISCSI_LOGOUT_RSP_CID_NOT_FOUND;
-	else if (reason > ISCSI_LOGOUT_REMOVE_FOR_RECOVERY) {
-		conn_send_reject(c, h, ISCSI_REJECT_PROTOCOL_ERROR, "bad logout reason");
-		return;
-	}
 	struct tx_pdu *p = new_pdu(ISCSI_OP_LOGOUT_RSP, ISCSI_FLAG_FINAL, bhs_itt(h));
 	if (!p)
 		return;
@@ -583,7 +605,7 @@ static uint8_t tmf_abort_task(struct iscsi_conn *c, const struct iscsi_bhs *h)
 static void handle_tmf(struct iscsi_conn *c)
 {
 	const struct iscsi_bhs *h = &c->rx_bhs;
-	if (!control_cmdsn_ok(c, h))
+	if (!control_cmdsn_take(c, h))
 		return;
 	STAT_ADD(c->rc, tmf_requests, 1);
 	uint8_t fn = h->b[1] & 0x7f;
@@ -712,8 +734,49 @@ int iscsi_conn_rx_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, cons
 	}
 }
 
+/* A non-immediate request ahead of ExpCmdSN waits for its turn, like a SCSI command. */
+static bool hold_if_ahead(struct iscsi_conn *c, const uint8_t *data, uint32_t len)
+{
+	const struct iscsi_bhs *h = &c->rx_bhs;
+	struct iscsi_session *s = c->session;
+	uint32_t sn = bhs_word(h, BHS_CMDSN);
+	if (bhs_immediate(h) || !sn_lt(s->exp_cmdsn, sn) || sn_lt(s->max_cmdsn, sn))
+		return false;
+	struct held_pdu *p = malloc(sizeof(*p) + len);
+	if (!p)
+		return false;
+	p->bhs = *h;
+	p->len = len;
+	memcpy(p->data, data, len);
+	p->next = c->held;
+	c->held = p;
+	return true;
+}
+
+static void dispatch_control(struct iscsi_conn *c, const uint8_t *data, uint32_t len);
+
+/* Runs the held request whose turn has come, if any. */
+bool conn_run_held(struct iscsi_conn *c)
+{
+	for (struct held_pdu **pp = &c->held; *pp; pp = &(*pp)->next) {
+		struct held_pdu *p = *pp;
+		if (bhs_word(&p->bhs, BHS_CMDSN) != c->session->exp_cmdsn)
+			continue;
+		*pp = p->next;
+		struct iscsi_bhs saved = c->rx_bhs;
+		c->rx_bhs = p->bhs;
+		dispatch_control(c, p->data, p->len);
+		c->rx_bhs = saved;
+		free(p);
+		return true;
+	}
+	return false;
+}
+
 static void dispatch_control(struct iscsi_conn *c, const uint8_t *data, uint32_t len)
 {
+	if (hold_if_ahead(c, data, len))
+		return;
 	switch (bhs_opcode(&c->rx_bhs)) {
 	case ISCSI_OP_NOP_OUT:
 		handle_nop_out(c, data, len);
@@ -834,6 +897,11 @@ void conn_maybe_free(struct iscsi_conn *c)
 		session_destroy(c->session);
 	log_info("conn %s: closed", conn_name(c));
 	login_destroy(c->login);
+	while (c->held) {
+		struct held_pdu *p = c->held;
+		c->held = p->next;
+		free(p);
+	}
 	free(c->rx_buf);
 	free(c->scratch);
 	free(c->text_buf);

@@ -117,6 +117,14 @@ struct iscsi_session {
 	struct iscsi_session *next;
 };
 
+/* A request held until ExpCmdSN reaches its CmdSN. */
+struct held_pdu {
+	struct iscsi_bhs bhs;
+	struct held_pdu *next;
+	uint32_t len;
+	uint8_t data[];
+};
+
 enum iscsi_conn_state { CONN_LOGIN, CONN_FULL_FEATURE, CONN_LOGGED_OUT, CONN_CLOSING };
 
 /* What the PDU being received is, decided at header time. */
@@ -165,6 +173,7 @@ struct iscsi_conn {
 	struct iscsi_task *tasks; /* all live tasks of this connection */
 	unsigned ntasks;
 	struct iscsi_task *cmd_queue; /* commands held for CmdSN order */
+	struct held_pdu *held;        /* other requests held for CmdSN order */
 
 	/* NOP-In keepalive */
 	struct reactor_timer nop_timer;
@@ -246,6 +255,8 @@ struct iscsi_task {
 	unsigned segs_done;
 	int io_error;
 	uint32_t ttts[16]; /* outstanding R2T TTTs (max MaxOutstandingR2T) */
+	bool unsolicited_done; /* the initiator has ended its unsolicited data (F bit) */
+	bool pressure;         /* waited for lines: full segments are written early */
 
 	/* Read side */
 	unsigned next_read_seg;  /* next segment to start reading */
@@ -270,6 +281,7 @@ void conn_send_reject(struct iscsi_conn *c, const struct iscsi_bhs *bad, uint8_t
 void conn_drop(struct iscsi_conn *c, const char *why);
 void conn_maybe_free(struct iscsi_conn *c);
 void conn_update_window(struct iscsi_conn *c);
+bool conn_run_held(struct iscsi_conn *c);
 
 /* task.c */
 int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, const uint8_t *ahs,

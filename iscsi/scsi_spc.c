@@ -227,8 +227,8 @@ static uint32_t page_control(const struct scsi_lun *lun, uint8_t pc, uint8_t *p)
         p[0] = 0x0a;
         p[1] = 0x0a;
         if (pc != PC_CHANGEABLE) {
-                p[2] = 0x02; /* GLTSD: no log parameters are saved */
-                p[3] = 0x10; /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
+                p[2] = 0x02;             /* GLTSD: no log parameters are saved */
+                p[3] = 0x10;             /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
                 put_be16(&p[8], 0xffff); /* BUSY TIMEOUT PERIOD: unlimited */
         }
         return 12;

@@ -21,6 +21,7 @@ static inline bool sn_lt(uint32_t a, uint32_t b)
 
 static void task_pump(struct iscsi_task *t);
 static bool owes_unit_attention(struct iscsi_task *t);
+static void check_direction(struct iscsi_task *t);
 static void task_finish_write(struct iscsi_task *t);
 static void send_response(struct iscsi_task *t);
 
@@ -553,6 +554,21 @@ static uint32_t write_expected(const struct iscsi_task *t)
 	return t->edtl < want ? t->edtl : want;
 }
 
+static void seg_submit_write(struct iscsi_task *t, struct task_seg *s);
+
+/* The pool ran dry under this command: write what it has complete so lines come back. */
+static void flush_full_segments(struct iscsi_task *t)
+{
+	if (t->kind != TASK_MEDIA_WRITE || t->failed)
+		return;
+	t->pressure = true;
+	for (unsigned i = 0; i < t->nsegs; i++) {
+		struct task_seg *s = &t->segs[i];
+		if (s->buf && s->received == s->len && s->state != SEG_IO && s->state != SEG_DONE)
+			seg_submit_write(t, s);
+	}
+}
+
 static void write_pump(struct iscsi_task *t)
 {
 	struct iscsi_conn *c = t->conn;
@@ -564,6 +580,7 @@ static void write_pump(struct iscsi_task *t)
 		unsigned i = seg_index(t, t->next_r2t_off);
 		struct task_seg *s = &t->segs[i];
 		if (!seg_get_buffer(t, s, false)) {
+			flush_full_segments(t);
 			waiters_add(c->rc, t);
 			return;
 		}
@@ -639,8 +656,11 @@ static void write_account(struct iscsi_task *t, uint32_t off, uint32_t len)
 		s->received += take;
 		off += take;
 		len -= take;
-		if (t->kind == TASK_MEDIA_WRITE && s->received == s->len && t->executing &&
-		    !t->failed && s->state != SEG_IO && s->state != SEG_DONE)
+		/* Normally nothing reaches the volume before the whole command's data is
+		 * here, so a command that fails half-way changes no byte. Under pool
+		 * pressure full segments go early: their lines are needed. */
+		if (t->kind == TASK_MEDIA_WRITE && t->pressure && s->received == s->len &&
+		    t->executing && !t->failed && s->state != SEG_IO && s->state != SEG_DONE)
 			seg_submit_write(t, s);
 	}
 }
@@ -650,8 +670,8 @@ static void emulated_done(struct scsi_cmd *cmd);
 static void task_finish_write(struct iscsi_task *t)
 {
 	uint32_t expected = write_expected(t);
-	if (t->failed) {
-		if (t->r2t_outstanding == 0 && t->segs_writing == 0)
+	if (t->failed || t->cmd.state == SCSI_CMD_COMPLETE) {
+		if (t->r2t_outstanding == 0 && t->segs_writing == 0 && t->unsolicited_done)
 			send_response(t);
 		task_maybe_free(t);
 		return;
@@ -738,9 +758,8 @@ static void task_execute(struct iscsi_task *t)
 	if (t->aborted)
 		return;
 	if (t->cmd.state == SCSI_CMD_COMPLETE || t->failed) {
-		if (!t->failed || (t->r2t_outstanding == 0 && t->unsolicited_recv >= t->unsolicited_len))
-			send_response(t);
-		task_maybe_free(t);
+		/* Answer once the initiator has sent what it was entitled to send. */
+		task_finish_write(t);
 		return;
 	}
 	STAT_ADD(t->conn->rc, commands, 1);
@@ -769,8 +788,12 @@ void task_run_queued(struct iscsi_conn *c)
 {
 	struct iscsi_session *s = c->session;
 	bool progress = true;
-	while (progress && c->cmd_queue) {
+	while (progress && (c->cmd_queue || c->held)) {
 		progress = false;
+		if (conn_run_held(c)) {
+			progress = true;
+			continue;
+		}
 		for (struct iscsi_task **pp = &c->cmd_queue; *pp; pp = &(*pp)->next_cmd) {
 			struct iscsi_task *t = *pp;
 			if (t->cmdsn == s->exp_cmdsn) {
@@ -878,6 +901,7 @@ static void unsolicited_plan(struct iscsi_task *t, uint32_t dsl)
 		t->unsolicited_len = fb;
 	}
 	(void)expected;
+	t->unsolicited_done = t->unsolicited_len <= dsl;
 }
 
 int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, const uint8_t *ahs,
@@ -911,8 +935,8 @@ int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, co
 		  "data %u",
 		  c->peer, t->itt, t->cmdsn, t->cmd.cdb[0], t->edtl, t->cmd.read_flag ? " R" : "",
 		  t->cmd.write_flag ? " W" : "", t->final_flag ? " F" : "", dsl);
-	if (!owes_unit_attention(t))
-		scsi_cmd_prepare(&t->cmd);
+	if (!owes_unit_attention(t) && scsi_cmd_prepare(&t->cmd) != SCSI_CMD_COMPLETE)
+		check_direction(t);
 	if (task_layout(t) < 0)
 		return -1;
 	const char *bad = check_data_rules(t, dsl);
@@ -949,6 +973,32 @@ int task_rx_command_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, co
 		return -1;
 	dest->placed = t->kind == TASK_MEDIA_WRITE;
 	return 0;
+}
+
+/* RFC 7143 11.3.1: the R and W bits say which way data may move, and data never moves
+ * against them. Both clear with data expected, or a write without W, is refused. A read
+ * flagged only as a write (libiscsi's Read10Invalid) takes the initiator's data, returns
+ * none, and ends GOOD, as peers do. */
+static void check_direction(struct iscsi_task *t)
+{
+	struct scsi_cmd *cmd = &t->cmd;
+	if (t->edtl == 0)
+		return;
+	bool refuse = (!cmd->read_flag && !cmd->write_flag) || (cmd->data_out_len && !cmd->write_flag);
+	if (refuse) {
+		log_warn("conn %s: ITT 0x%08x: R/W bits do not allow the command's data, refused",
+			 t->conn->peer, t->itt);
+		cmd->status = SCSI_STATUS_CHECK_CONDITION;
+		scsi_set_sense(cmd, SK_ILLEGAL_REQUEST, 0x0e03);
+		cmd->state = SCSI_CMD_COMPLETE;
+		return;
+	}
+	if (cmd->data_in_len && !cmd->read_flag) {
+		cmd->status = SCSI_STATUS_GOOD;
+		cmd->sense_len = 0;
+		cmd->data_in_len = 0;
+		cmd->state = SCSI_CMD_COMPLETE;
+	}
 }
 
 /* A reset by another initiator is reported once, on the next command that is not one of
@@ -1007,21 +1057,56 @@ void task_rx_command_done(struct iscsi_conn *c, bool digest_ok)
 
 /* ---------------- Data-Out ---------------- */
 
-static int data_out_reject(struct iscsi_conn *c, struct iscsi_task *t, const char *why,
-			   uint8_t reason)
+static void entry_done(struct iscsi_task *t, struct dpt_entry *e, uint32_t ttt);
+
+/* The refused PDU may have ended its burst (F bit): nothing more will come for it. */
+static void note_final(struct iscsi_conn *c, struct iscsi_task *t, struct dpt_entry *e)
+{
+	const struct iscsi_bhs *h = &c->rx_bhs;
+	if (!t || !(bhs_flags(h) & ISCSI_FLAG_FINAL))
+		return;
+	if (e)
+		entry_done(t, e, bhs_word(h, BHS_TTT));
+	else
+		t->unsolicited_done = true;
+}
+
+static int data_out_reject_sense(struct iscsi_conn *c, struct iscsi_task *t,
+				 struct dpt_entry *e, const char *why, uint8_t reason,
+				 uint16_t asc)
 {
 	c->rx_kind = RX_DISCARD;
 	c->rx_error = why;
 	c->rx_reject_reason = reason;
 	c->rx_failed_task = t;
 	STAT_ADD(c->rc, protocol_errors, 1);
-	if (t && !t->failed) {
-		/* The transfer can no longer complete as asked: end the command with a check
-		 * condition once what is in flight has drained. */
-		fail_task(t, SK_ABORTED_COMMAND, 0x4b00);
-		release_r2ts(t);
-		t->unsolicited_len = t->unsolicited_recv;
-	}
+	if (t && !t->failed)
+		fail_task(t, SK_ABORTED_COMMAND, asc);
+	note_final(c, t, e);
+	return 0;
+}
+
+static int data_out_reject(struct iscsi_conn *c, struct iscsi_task *t, const char *why,
+			   uint8_t reason)
+{
+	return data_out_reject_sense(c, t, NULL, why, reason, 0x4b00);
+}
+
+/* A Data-Out for a command that has already failed: its data is read into scratch and only
+ * counted, so the command can be answered once the initiator is done sending. */
+static int absorb_failed(struct iscsi_conn *c, struct iscsi_task *t, struct dpt_entry *e,
+			 uint32_t len, struct rx_dest *dest)
+{
+	dest->iovcnt = 0;
+	dest->discard = false;
+	if (scratch_iov(c, len, dest) < 0)
+		return -1;
+	c->rx_kind = RX_DATA_OUT;
+	c->rx_task = t;
+	c->rx_entry = e;
+	c->rx_len = 0;
+	c->rx_total = len;
+	c->rx_offset = 0;
 	return 0;
 }
 
@@ -1058,13 +1143,15 @@ int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 			return data_out_reject(c, NULL, "Data-Out with unknown or stale TTT",
 					       ISCSI_REJECT_INVALID_PDU_FIELD);
 		struct iscsi_task *t = e->task;
+		if (t->failed)
+			return absorb_failed(c, t, e, len, dest);
 		if (datasn != e->next_datasn)
-			return data_out_reject(c, t, "Data-Out DataSN out of order",
-					       ISCSI_REJECT_PROTOCOL_ERROR);
+			return data_out_reject_sense(c, t, e, "Data-Out DataSN out of order",
+						     ISCSI_REJECT_PROTOCOL_ERROR, 0x4b00);
 		uint8_t *ptr = dpt_place(e, off, len);
 		if (!ptr || off != e->data_offset + e->received)
-			return data_out_reject(c, t, "Data-Out outside its R2T",
-					       ISCSI_REJECT_PROTOCOL_ERROR);
+			return data_out_reject_sense(c, t, e, "Data-Out outside its R2T",
+						     ISCSI_REJECT_PROTOCOL_ERROR, 0x4b00);
 		c->rx_entry = e;
 		c->rx_task = t;
 		dest->iov[0] = (struct iovec){ptr, len};
@@ -1080,17 +1167,14 @@ int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 			c->rx_reject_reason = ISCSI_REJECT_INVALID_PDU_FIELD;
 			return 0;
 		}
-		if (t->cmd.state == SCSI_CMD_COMPLETE) {
-			c->rx_kind = RX_DISCARD;
-			c->rx_error = NULL;
-			t->unsolicited_recv += len;
-			return 0;
-		}
+		if (t->cmd.state == SCSI_CMD_COMPLETE || t->failed)
+			return absorb_failed(c, t, NULL, len, dest);
 		if (datasn != t->unsolicited_datasn || off != t->unsolicited_recv ||
 		    (uint64_t)off + len > t->unsolicited_len)
-			return data_out_reject(c, t, "unsolicited Data-Out out of order or beyond "
+			return data_out_reject_sense(c, t, NULL,
+						     "unsolicited Data-Out out of order or beyond "
 						     "FirstBurstLength",
-					       ISCSI_REJECT_PROTOCOL_ERROR);
+						     ISCSI_REJECT_PROTOCOL_ERROR, 0x4b00);
 		c->rx_task = t;
 		if (place_data(t, off, len, write_expected(t), dest, &c->rx_len) < 0)
 			return -1;
@@ -1128,9 +1212,21 @@ void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)
 		return;
 	if (!digest_ok) {
 		conn_send_reject(c, h, ISCSI_REJECT_DIGEST_ERROR, "data digest error on Data-Out");
-		data_out_reject(c, t, NULL, 0);
+		/* RFC 7143 7.8: the command ends with "protocol service CRC error". */
+		data_out_reject_sense(c, t, e, NULL, 0, 0x4705);
 		c->rx_kind = RX_DATA_OUT;
-		task_finish_write(t);
+		c->rx_failed_task = NULL;
+		if (t->executing)
+			task_finish_write(t);
+		return;
+	}
+	if (t->failed || t->cmd.state == SCSI_CMD_COMPLETE) {
+		if (e && final)
+			entry_done(t, e, bhs_word(h, BHS_TTT));
+		else if (!e && final)
+			t->unsolicited_done = true;
+		if (t->executing)
+			task_finish_write(t);
 		return;
 	}
 	STAT_ADD(c->rc, write_data_bytes, c->rx_len);
@@ -1142,13 +1238,18 @@ void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)
 		} else if (final) {
 			conn_send_reject(c, h, ISCSI_REJECT_PROTOCOL_ERROR,
 					 "F bit before the R2T's data was complete");
-			data_out_reject(c, t, NULL, 0);
-			task_finish_write(t);
+			data_out_reject_sense(c, t, e, NULL, 0, 0x4b00);
+			c->rx_kind = RX_DATA_OUT;
+			c->rx_failed_task = NULL;
+			if (t->executing)
+				task_finish_write(t);
 			return;
 		}
 	} else {
 		t->unsolicited_recv += c->rx_total;
 		t->unsolicited_datasn++;
+		if (final || t->unsolicited_recv >= t->unsolicited_len)
+			t->unsolicited_done = true;
 	}
 	write_account(t, c->rx_offset, c->rx_len);
 	if (t->executing)

@@ -76,12 +76,42 @@ die() {
 	exit 1
 }
 
+# tgt_port: a free loopback port below 32768 (lib-tgt.sh also uses it as tgtd's management
+# channel, -C, which tgtd limits to 0-32767) whose tgtd lock file no running tgtd holds.
+tgt_port() {
+	python3 - <<'PY'
+import fcntl, os, random, socket
+for _ in range(200):
+    port = random.randint(20000, 32767)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    lock = f"/var/run/tgtd/socket.{port}.lock"
+    if os.path.exists(lock):
+        try:
+            with open(lock, "a") as f:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(f, fcntl.LOCK_UN)
+        except OSError:
+            continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port for tgtd")
+PY
+}
+
 # run_tgt NAME [CU_URL2]: a fresh tgtd and a fresh 1 GiB file for each run.
 run_tgt() {
 	local name=$1 port
-	port=$(free_port)
+	port=$(tgt_port) || die "no free port for tgtd"
 	rm -f "$TMP/tgt-lun.img"
-	TGT_SIZE=1G TGT_BSTYPE=rdwr TGT_BLOCKSIZE=512 tgt_start "$port" "$TMP/tgt-lun.img" ||
+	TGT_SIZE=1G TGT_BSTYPE=rdwr TGT_BLOCKSIZE=512 \
+		tgt_start "$port" "$TMP/tgt-lun.img" iqn.2024-01.org.isergw:tgt ||
 		die "tgtd did not start"
 	TGT_PORT=$port
 	echo "== tgt ($name): $TGT_URL"
@@ -112,7 +142,10 @@ fi
 pkgver() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo unknown; }
 git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git_mod=$(GIT_OPTIONAL_LOCKS=0 git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BIN/../CMakeCache.txt" 2>/dev/null || true)
+build_dir=$(dirname "$BIN")
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build_dir/CMakeCache.txt" 2>/dev/null || true)
+build_rel=${build_dir#"$ROOT"/}
+build_flags="-DISERGW_TESTS=ON${build_type:+ -DCMAKE_BUILD_TYPE=$build_type}"
 isergw_ver=$("$BIN/isergw" --version 2>/dev/null | awk '{print $NF; exit}')
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
@@ -140,8 +173,8 @@ meta = {
                      "2 reactors, 64M cache pool, everything else default",
     "tgt_config": "scripts/lib-tgt.sh: tgtd -f --iscsi portal=127.0.0.1:PORT, LUN 1 "
                   "--bstype rdwr --blocksize 512, initiator-address ALL",
-    "reproduce": "cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DISERGW_TESTS=ON && cmake --build build\n"
-                 "scripts/conformance-compare.sh          # writes docs/conformance.md",
+    "reproduce": "cmake -S . -B $build_rel $build_flags && cmake --build $build_rel\n"
+                 "BIN=$build_rel/bin scripts/conformance-compare.sh    # writes docs/conformance.md",
     "tgt_cmd": open("$OUT/tgt/cu.cmd").read().strip(),
     "isergw_cmd": open("$OUT/isergw/cu.cmd").read().strip(),
     "tgt_one_url_cmd": open("$OUT/tgt-one-url/cu.cmd").read().strip() if "${one_url_args[*]}" else "",

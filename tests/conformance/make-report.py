@@ -47,11 +47,11 @@ def main():
     ap.add_argument("--skipped", required=True)
     ap.add_argument("--meta", required=True)
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    args = ap.parse_args()
 
-    tgt, ig, meta = load(a.tgt), load(a.isergw), load(a.meta)
-    tgt1 = load(a.tgt_one_url) if a.tgt_one_url else None
-    skipped = read_skipped(a.skipped)
+    tgt, ig, meta = load(args.tgt), load(args.isergw), load(args.meta)
+    tgt1 = load(args.tgt_one_url) if args.tgt_one_url else None
+    skipped = read_skipped(args.skipped)
     tr = {r["test"]: r for r in tgt["results"]}
     ir = {r["test"]: r for r in ig["results"]}
     order = [r["test"] for r in ig["results"]] + [t for t in tr if t not in ir]
@@ -208,7 +208,7 @@ def main():
     w(meta["tgt_cmd"])
     w(meta["isergw_cmd"])
     w("```")
-    with open(a.out, "w", encoding="utf-8") as f:
+    with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(L) + "\n")
 
 

@@ -90,6 +90,10 @@ class Test:
             parts = []
             if fails:
                 parts.append(fails[0])
+            else:
+                logged = [x.strip() for x in self.own if x.strip()]
+                if logged:
+                    parts.append("last logged: " + clean_msg(logged[-1]))
             if self.asserts:
                 parts.append(f"{len(self.asserts)} failed assertion(s), first {self.asserts[0]}")
             return "fail", "; ".join(parts) or "FAILED"

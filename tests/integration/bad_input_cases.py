@@ -30,8 +30,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from iscsi_raw import (  # noqa: E402
-    AUTO, BAD_DIGEST, Closed, F_FINAL, NO_DIGEST, OP_DATA_IN, OP_LOGIN_RSP, OP_LOGOUT_RSP,
-    OP_NOP_IN, OP_R2T, OP_REJECT, OP_SCSI_CMD, OP_SCSI_RSP, OP_TEXT_RSP, OP_TMF_RSP,
+    BAD_DIGEST, Closed, F_FINAL, OP_DATA_IN, OP_LOGIN_RSP,
+    OP_NOP_IN, OP_R2T, OP_REJECT, OP_SCSI_RSP, OP_TEXT_RSP, OP_TMF_RSP,
     ProtocolFailure, RSVD, STATUS_CHECK_CONDITION, STATUS_GOOD, Session, bhs_data_out,
     bhs_login, bhs_logout, bhs_new, bhs_nop_out, bhs_scsi_cmd, bhs_snack, bhs_text, bhs_tmf,
     cdb_read10, cdb_write10, make_isid, make_text, put_be32, status_query)
@@ -48,6 +48,8 @@ CHURN_BASE = 56 * MIB           # connection churn: [56 MiB, 60 MiB)
 CASE_TIMEOUT = 90               # seconds, per case (SIGALRM)
 
 # Session settings used by several cases.
+HEALTHY_PARAMS = {"HeaderDigest": "CRC32C", "DataDigest": "CRC32C", "ImmediateData": "Yes",
+                  "InitialR2T": "No", "MaxOutstandingR2T": 4}
 R2T_ONLY = {"ImmediateData": "No", "InitialR2T": "Yes", "MaxOutstandingR2T": 1}
 IMM_UNSOL = {"ImmediateData": "Yes", "InitialR2T": "No", "FirstBurstLength": 65536}
 
@@ -634,7 +636,10 @@ def nop_out_stray_ttt(C):
     C.check(nop or rej, "NOP-Out ITT 0x%x CmdSN %u TTT 0x1234: no answer at all; a NOP-Out with "
             "a valid ITT MUST get a NOP-In (RFC 7143 11.18), or the stray TTT a Reject" % (
                 itt, sn))
+    if rej:
+        C.expect_log(r"Reject reason 0x0[49] for NOP-Out", s.local)
     s.cmdsn = sn if rej else sn + 1
+    C.during()
     r = s.read10(C.lba(), 1, timeout=3)
     C.observe(s.local, "READ with CmdSN %u: %s" % (s.cmdsn - 1, r.describe()))
     C.check(r.good, "READ with the next CmdSN (%u) after the NOP-Out was not served (%s): the "
@@ -754,6 +759,7 @@ def scsi_rw_bits_inconsistent(C):
                     what, "; ".join(p.describe() for p in pdus) or "nothing"))
         if rej:
             C.check(not rsp, "%s: both a Reject and a SCSI Response" % what)
+            C.expect_log(r"Reject reason 0x0[49] for SCSI-Command", s.local, what=what)
         else:
             s.cmdsn += 1
         if closed:
@@ -989,6 +995,8 @@ def cmdsn_gap_with_control_pdu(C):
     if not C.check(any(p.opcode == OP_REJECT and p.reason == 0x02 for p in pdus),
                    "no Reject 0x02 for the damaged WRITE"):
         return
+    C.expect_log(r"Reject reason 0x02 for SCSI-Command", s.local)
+    C.during()
     nop_itt = s.itt()
     s.send_pdu(bhs_nop_out(nop_itt, sn + 1, s.expstatsn))
     pdus, closed = C.gather(s, quiet=0.6)
@@ -1379,6 +1387,8 @@ def dataout_to_read_task(C):
     elif status is not None:
         C.check(status.status == STATUS_CHECK_CONDITION, "READ ended with " + status.describe())
     C.expect_alive(s, "after a Data-Out for a READ")
+    if any(p.opcode == OP_REJECT for p in seen):
+        C.expect_log(r"Reject reason 0x0[49] for Data-Out", s.local)
 
 
 @case
@@ -1401,6 +1411,9 @@ def abort_then_stale_dataout(C):
     C.check(not closed, "connection dropped")
     C.expect_unchanged(0, 32 * KIB, "aborted write")
     C.expect_alive(s, "after ABORT TASK")
+    C.expect_log(r"task management function 1 .*response 0", s.local)
+    if any(p.opcode == OP_REJECT for p in pdus):
+        C.expect_log(r"Reject reason 0x0[49] for Data-Out", s.local)
 
 
 @case
@@ -1432,6 +1445,7 @@ def failed_write_second_segment(C):
     time.sleep(0.3)
     C.expect_unchanged(0, 64 * KIB, "64 KiB write that ended in CHECK CONDITION",
                        data if res.good else None)
+    C.expect_log(r"Reject reason 0x0[49] for Data-Out", s.local)
 
 
 # ---- SNACK, Text
@@ -1529,20 +1543,25 @@ def truncated_pdus(C):
     open does not stall anyone else."""
     base = C.ctx.stats()["connections_active"]
     hdr = bhs_nop_out(1, 1, 0)
+    peers = []
     for reset in (False, True):
+        how = "RST" if reset else "FIN"
         s = C.session()
         s.send_raw(bytes(s.frame(bhs_nop_out(s.itt(), s.cmdsn, s.expstatsn)))[:20])
         s.close(reset=reset)
+        peers.append((s.local, "20 bytes of a BHS, " + how))
         s = C.session()
         b = bytearray(hdr)
         b[4] = 8
         s.send_raw(bytes(b) + b"\0" * 8)
         s.close(reset=reset)
+        peers.append((s.local, "8 of 32 AHS bytes, " + how))
         s = C.session()
         full = s.frame(bhs_scsi_cmd(s.itt(), s.cmdsn, s.expstatsn, cdb_write10(C.lba(), 16),
                                     8 * KIB, write=True), data=pat(C.name, 8 * KIB))
         s.send_raw(full[:48 + 1024])
         s.close(reset=reset)
+        peers.append((s.local, "WRITE with 1 of 8 KiB immediate data, " + how))
         s = C.session(R2T_ONLY)
         itt, r2t = start_write(C, s, 32 * KIB, 32 * KIB)
         if r2t is not None:
@@ -1550,10 +1569,12 @@ def truncated_pdus(C):
                            data=pat(C.name + "d", 8 * KIB))
             s.send_raw(full[:48 + 3 * KIB])
         s.close(reset=reset)
+        peers.append((s.local, "Data-Out with 3 of 8 KiB, R2T outstanding, " + how))
         s = C.raw()
         full = s.frame(bhs_login(C.ctx.next_isid(), 0, 1, 0, 1, 3), data=make_text(ident(C)))
         s.send_raw(full[:len(full) - 20])
         s.close(reset=reset)
+        peers.append((s.local, "Login Request short of 20 bytes, " + how))
     # A half header left hanging: others are served meanwhile.
     s = C.session()
     s.send_raw(bytes(24))
@@ -1563,9 +1584,11 @@ def truncated_pdus(C):
             "a header" % (time.monotonic() - t0))
     time.sleep(1.0)
     s.close()
+    peers.append((s.local, "24 bytes of a BHS left open 1 s, then FIN"))
     conns_settle(C, base, "after truncated PDUs")
     C.expect_unchanged(0, 64 * KIB, "truncated writes")
-    C.expect_log(r"closed", None)
+    for peer, what in peers:
+        C.expect_log(r": closed", peer, what="the connection being freed (%s)" % what)
 
 
 @case
@@ -1600,6 +1623,7 @@ def connection_release_after_read(C):
                                         "still listed: %s" % json.dumps(listed)))
         C.check(not listed, "%s: the session is still listed 5 s later (%s): the connection "
                 "and session were never freed" % (what, json.dumps(listed)))
+        C.expect_log(r": closed", peer, what=what + ": the connection being freed")
     st = C.ctx.stats()
     C.observe("status", "connections_active %d (base %d)" % (st["connections_active"], base))
     C.check(st["connections_active"] <= base, "connections_active %d after 3 connections came "
@@ -1614,6 +1638,7 @@ def churn_abrupt_closes(C):
     written."""
     base = C.ctx.stats()["connections_active"]
     t0 = time.monotonic()
+    peers = []
     for i in range(50):
         if time.monotonic() - t0 > 60:
             C.check(False, "churn took over 60 s, stopped at %d" % i)
@@ -1621,6 +1646,7 @@ def churn_abrupt_closes(C):
         reset = i % 2 == 0
         kind = i % 3
         off = CHURN_BASE + i * 64 * KIB
+        s = None
         try:
             if kind == 0:
                 s = C.ctx.new_session(R2T_ONLY)
@@ -1645,12 +1671,21 @@ def churn_abrupt_closes(C):
                                         cdb_read10(CASE_BASE // BS, 8192), 4 * MIB, read=True))
                 time.sleep(0.01)
             s.close(reset=reset)
+            peers.append(s.local)
         except (Closed, ProtocolFailure, OSError) as e:
             C.check(False, "churn connection %d: %s" % (i, e))
+            if s is not None:
+                s.close()
         if i % 10 == 9:
             C.during()
     C.observe("churn", "50 connections in %.1f s" % (time.monotonic() - t0))
     conns_settle(C, base, "after 50 abrupt closes", timeout=15)
+    text = C.ctx.log_text(C.log_off)
+    unfreed = [p for p in peers if not re.search(re.escape(p) + r": closed", text)]
+    C.check(not unfreed, "%d of %d churned connections never logged 'closed' (not freed): %s" % (
+        len(unfreed), len(peers), ", ".join(unfreed[:8])))
+    C.observe("log", "%d of %d churned connections logged 'closed'" % (
+        len(peers) - len(unfreed), len(peers)))
     # Nothing of the churn may have reached the LUN (no line was ever complete).
     h = C.ctx.healthy
     r = h.read10(CHURN_BASE // BS, 50 * 64 * KIB // BS, timeout=20)
@@ -1694,9 +1729,7 @@ def run(a):
     ctx = Ctx(a)
     signal.signal(signal.SIGALRM, on_alarm)
     try:
-        ctx.healthy = ctx.new_session({"HeaderDigest": "CRC32C", "DataDigest": "CRC32C",
-                                       "ImmediateData": "Yes", "InitialR2T": "No",
-                                       "MaxOutstandingR2T": 4}, initiator=a.initiator2)
+        ctx.healthy = ctx.new_session(HEALTHY_PARAMS, initiator=a.initiator2)
     except (Closed, ProtocolFailure, OSError) as e:
         print("FATAL: the healthy session cannot log in: %s" % e)
         print("RESULT passed=0 failed=1")
@@ -1731,6 +1764,9 @@ def run(a):
             signal.alarm(0)
             C.finish()
         # (c): daemon alive, healthy session still works.
+        if "gateway shutting down" in ctx.log_text(C.log_off):
+            C.notes.append("the daemon log says 'gateway shutting down': it was sent SIGTERM "
+                           "from outside this test")
         if not ctx.daemon_alive():
             C.failures.append("the daemon died (state %s)" % ctx.daemon_state())
         else:
@@ -1743,6 +1779,13 @@ def run(a):
                 signal.alarm(0)
             if err:
                 C.failures.append(err)
+                if ctx.healthy is None or ctx.healthy.closed:
+                    # Go on with a new healthy session so later cases are still judged.
+                    try:
+                        ctx.healthy = ctx.new_session(HEALTHY_PARAMS, initiator=a.initiator2)
+                        C.notes.append("healthy session lost; logged in again")
+                    except (Closed, ProtocolFailure, OSError) as e:
+                        C.failures.append("cannot log the healthy session in again: %s" % e)
             err = resources_settle(ctx)
             if err:
                 C.failures.append(err)

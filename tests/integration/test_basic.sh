@@ -15,8 +15,8 @@ grep -qi "ISERGW" <<<"$inq" || fail "vendor is not ISERGW"
 
 cap=$(iscsi-readcapacity16 -i "$INI1" "$URL")
 echo "$cap"
-grep -q "Logical Block Length:512" <<<"$cap" || fail "wrong block size"
-grep -q "Last Logical Block:131071" <<<"$cap" || fail "wrong capacity for 64 MiB"
+grep -q "LOGICAL BLOCK LENGTH IN BYTES:512" <<<"$cap" || fail "wrong block size"
+grep -q "RETURNED LOGICAL BLOCK ADDRESS:131071" <<<"$cap" || fail "wrong capacity for 64 MiB"
 
 # Unknown target and a refused initiator are login failures, and the daemon carries on.
 if iscsi-inq -i "$INI1" "iscsi://127.0.0.1:$PORT/iqn.2026-11.io.isergw:nosuch/0" 2>/dev/null; then

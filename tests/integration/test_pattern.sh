@@ -29,5 +29,5 @@ max_burst_length = 65536"
 run_case r2t4-large-segments "max_outstanding_r2t = 4
 max_recv_data_segment_length = 1048576
 max_burst_length = 4194304"
-run_case small-pool-digests "pool_size = 1M" --header-digest crc32c
+POOL_SIZE=1M run_case small-pool-digests "" --header-digest crc32c
 echo "pattern-matrix: 6 passed, 0 failed"
