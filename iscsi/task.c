@@ -1059,11 +1059,17 @@ void task_rx_command_done(struct iscsi_conn *c, bool digest_ok)
 
 static void entry_done(struct iscsi_task *t, struct dpt_entry *e, uint32_t ttt);
 
-/* The refused PDU may have ended its burst (F bit): nothing more will come for it. */
-static void note_final(struct iscsi_conn *c, struct iscsi_task *t, struct dpt_entry *e)
+/* A refused PDU counts as not received, so its F bit ends the burst only when it sat past
+ * the burst's end (nothing can follow it); an accepted one (force) always does. */
+static void note_final(struct iscsi_conn *c, struct iscsi_task *t, struct dpt_entry *e,
+		       bool force)
 {
 	const struct iscsi_bhs *h = &c->rx_bhs;
 	if (!t || !(bhs_flags(h) & ISCSI_FLAG_FINAL))
+		return;
+	uint32_t off = bhs_word(h, BHS_BUFOFF);
+	uint32_t end = e ? e->data_offset + e->data_length : t->unsolicited_len;
+	if (!force && off < end)
 		return;
 	if (e)
 		entry_done(t, e, bhs_word(h, BHS_TTT));
@@ -1075,6 +1081,7 @@ static int data_out_reject_sense(struct iscsi_conn *c, struct iscsi_task *t,
 				 struct dpt_entry *e, const char *why, uint8_t reason,
 				 uint16_t asc)
 {
+	bool accepted = why == NULL; /* called after the PDU was taken (digest, early F) */
 	c->rx_kind = RX_DISCARD;
 	c->rx_error = why;
 	c->rx_reject_reason = reason;
@@ -1082,7 +1089,9 @@ static int data_out_reject_sense(struct iscsi_conn *c, struct iscsi_task *t,
 	STAT_ADD(c->rc, protocol_errors, 1);
 	if (t && !t->failed)
 		fail_task(t, SK_ABORTED_COMMAND, asc);
-	note_final(c, t, e);
+	/* RFC 7143 11.17.1 makes the target wait out R2T bursts only; an unsolicited
+	 * sequence ends at its F bit either way. */
+	note_final(c, t, e, accepted || !e);
 	return 0;
 }
 

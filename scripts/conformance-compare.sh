@@ -188,8 +188,14 @@ PY
 python3 "$CONF/make-report.py" --tgt "$OUT/tgt/cu.json" --isergw "$OUT/isergw/cu.json" \
 	"${one_url_args[@]}" --skipped "$CONF/skipped.txt" --meta "$OUT/meta.json" --out "$DOC"
 
-summary() { python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(f"run {c[\"run\"]}, pass {c[\"pass\"]}, skip {c[\"skip\"]}, fail {c[\"fail\"]}")' "$1"; }
+summary() {
+	python3 -c 'import json, sys
+c = json.load(open(sys.argv[1]))["counts"]
+print("run %(run)d, pass %(pass)d, skip %(skip)d, fail %(fail)d" % c)' "$1"
+}
 echo "tgt:    $(summary "$OUT/tgt/cu.json")"
 echo "isergw: $(summary "$OUT/isergw/cu.json")"
-[ -f "$OUT/tgt-one-url/cu.json" ] && echo "tgt, one URL: $(summary "$OUT/tgt-one-url/cu.json")"
+if [ -f "$OUT/tgt-one-url/cu.json" ]; then
+	echo "tgt, one URL: $(summary "$OUT/tgt-one-url/cu.json")"
+fi
 echo "conformance-compare: wrote $DOC; raw reports in $OUT"
