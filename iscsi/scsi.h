@@ -78,7 +78,10 @@ struct scsi_lun {
                                      blocks must return zeroes (LBPRZ is reported) */
         uint32_t max_xfer_blocks; /* Block Limits VPD MAXIMUM TRANSFER LENGTH; 0: no limit */
 
-        /* Private to the SCSI layer: serialises COMPARE AND WRITE on this LU. */
+        /* Private to the SCSI layer. SWP of the control mode page (software write protect,
+         * set by MODE SELECT; not saved). */
+        atomic_bool swp;
+        /* Serialises COMPARE AND WRITE on this LU. */
         struct {
                 atomic_int lock;              /* spinlock over the fields below */
                 bool busy;                    /* a COMPARE AND WRITE owns the LU */
@@ -170,6 +173,7 @@ enum {
         ASC_INVALID_FIELD_IN_PARAM = 0x2600,
         ASC_PARAM_LIST_LENGTH_ERROR = 0x1a00,
         ASC_WRITE_PROTECTED = 0x2700,
+        ASC_SOFTWARE_WRITE_PROTECTED = 0x2702,
         ASC_SPACE_ALLOC_FAILED_WRITE_PROTECT = 0x2707,
         ASC_UNRECOVERED_READ_ERROR = 0x1100,
         ASC_WRITE_ERROR = 0x0c00,

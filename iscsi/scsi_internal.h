@@ -178,6 +178,17 @@ static inline uint32_t scsi_caw_max_blocks(const struct scsi_lun *lun)
         return SCSI_MAX_CAW_BLOCKS;
 }
 
+/* Writes are refused: a read-only LU (WRITE PROTECTED), or SWP set by MODE SELECT (LOGICAL
+ * UNIT SOFTWARE WRITE PROTECTED). Returns COMPLETE with the sense set, or READY. */
+static inline enum scsi_cmd_state scsi_check_write_protect(struct scsi_cmd *cmd)
+{
+        if (cmd->lun->read_only)
+                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        if (atomic_load_explicit(&cmd->lun->swp, memory_order_relaxed))
+                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
+        return SCSI_CMD_READY;
+}
+
 static inline uint32_t min_u32(uint32_t a, uint32_t b)
 {
         return a < b ? a : b;

@@ -1449,11 +1449,83 @@ Test(scsi, mode_select10)
         struct run *r = run(c.b, len, d);
         assert_good(r);
         run_free(r);
-        d[8 + 4] |= 0x08; /* SWP: not changeable */
+        d[8 + 4] |= 0x40; /* RAC: not changeable */
         r = run(c.b, len, d);
         assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
         assert_field(r, false, 8 + 4, -1);
         run_free(r);
+        cr_assert_not(atomic_load(&lun.swp));
+}
+
+/* SWP: changeable, shown in the control page and as WP in the header; writes are refused
+ * with LOGICAL UNIT SOFTWARE WRITE PROTECTED until it is cleared; reads go on. */
+Test(scsi, software_write_protect)
+{
+        struct cdb c = mode_sense6(0x08, 0x40 | 0x0a, 0, 255); /* changeable control page */
+        struct run *r = run(c.b, 255, NULL);
+        assert_good(r);
+        cr_assert_eq(r->in[4 + 4], 0x08, "SWP changeable");
+        cr_assert_eq(r->in[4 + 2], 0);
+        run_free(r);
+
+        uint8_t d[4 + 12];
+        c = mode_sense6(0x08, 0x0a, 0, 255);
+        r = run(c.b, 255, NULL);
+        cr_assert_eq(r->in_len, sizeof(d));
+        memcpy(d, r->in, sizeof(d));
+        run_free(r);
+        d[0] = d[2] = 0;
+        d[4 + 4] |= 0x08;
+        c = (struct cdb){{0x15, 0x10, 0, 0, sizeof(d)}};
+        r = run(c.b, sizeof(d), d);
+        assert_good(r);
+        run_free(r);
+        cr_assert(atomic_load(&lun.swp));
+
+        c = mode_sense6(0x08, 0x0a, 0, 255);
+        r = run(c.b, 255, NULL);
+        cr_assert_eq(r->in[2], 0x90, "WP, DPOFUA");
+        cr_assert_eq(r->in[4 + 4] & 0x08, 0x08, "SWP current");
+        run_free(r);
+        c = mode_sense6(0x08, 0x80 | 0x0a, 0, 255);
+        r = run(c.b, 255, NULL);
+        cr_assert_eq(r->in[4 + 4] & 0x08, 0, "SWP default off");
+        run_free(r);
+
+        uint8_t *data = pattern(BS, 3);
+        const uint8_t ops[] = {0x0a, 0x2a, 0x2e, 0x41, 0x93, 0x8a, 0x89};
+        for (size_t i = 0; i < sizeof(ops); i++) {
+                struct cdb w = ops[i] == 0x0a ? cdb6(ops[i], 0, 1)
+                               : ops[i] >= 0x80 ? cdb16(ops[i], 0, 0, 1)
+                                                : cdb10(ops[i], 0, 0, 1);
+                if (ops[i] == 0x89)
+                        w.b[13] = 1;
+                uint32_t len = ops[i] == 0x89 ? 2 * BS : BS;
+                r = run(w.b, len, data);
+                assert_sense(r, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
+                run_free(r);
+        }
+        uint8_t unmap[24] = {0, 22, 0, 16};
+        c = (struct cdb){{0x42, 0, 0, 0, 0, 0, 0, 0, sizeof(unmap)}};
+        r = run(c.b, sizeof(unmap), unmap);
+        assert_sense(r, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
+        run_free(r);
+        c = cdb10(0x28, 0, 0, 1);
+        r = run(c.b, BS, NULL);
+        assert_good(r);
+        run_free(r);
+
+        d[4 + 4] &= (uint8_t)~0x08;
+        c = (struct cdb){{0x15, 0x10, 0, 0, sizeof(d)}};
+        r = run(c.b, sizeof(d), d);
+        assert_good(r);
+        run_free(r);
+        cr_assert_not(atomic_load(&lun.swp));
+        c = cdb10(0x2a, 0, 0, 1);
+        r = run(c.b, BS, data);
+        assert_good(r);
+        run_free(r);
+        free(data);
 }
 
 /* ---------------- REPORT LUNS ---------------- */
