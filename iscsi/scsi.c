@@ -47,6 +47,28 @@ static const struct scsi_op op_table[] = {
          spc_mode_select, spc_exec_mode_select},
         {0x5a, 0, 10, 0, {0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0},
          spc_mode_sense, scsi_exec_reply},
+        {0x5e, 0x00, 10, SCSI_OP_HAS_SA, {0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5e, 0x01, 10, SCSI_OP_HAS_SA, {0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5e, 0x02, 10, SCSI_OP_HAS_SA, {0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5e, 0x03, 10, SCSI_OP_HAS_SA, {0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5f, 0x00, 10, SCSI_OP_HAS_SA, {0x5f, 0x00, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x01, 10, SCSI_OP_HAS_SA, {0x5f, 0x01, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x02, 10, SCSI_OP_HAS_SA, {0x5f, 0x02, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x03, 10, SCSI_OP_HAS_SA, {0x5f, 0x03, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x04, 10, SCSI_OP_HAS_SA, {0x5f, 0x04, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x05, 10, SCSI_OP_HAS_SA, {0x5f, 0x05, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x06, 10, SCSI_OP_HAS_SA, {0x5f, 0x06, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
         {0x88, 0, 16, 0, {0x88, 0x1e, B8, B4, 0x1f, 0}, sbc_read, sbc_exec_rw},
         {0x89, 0, 16, 0, {0x89, 0x1a, B8, 0, 0, 0, 0xff, 0x1f, 0},
          sbc_compare_and_write, sbc_exec_compare_and_write},
@@ -254,6 +276,8 @@ static enum scsi_cmd_state decode(struct scsi_cmd *cmd)
                 return scsi_fail_cdb(cmd, 1, 4);
         cmd->op = op;
         if (check_cdb_bits(cmd, op) == SCSI_CMD_COMPLETE)
+                return SCSI_CMD_COMPLETE;
+        if (cmd->lun && !scsi_pr_check(cmd))
                 return SCSI_CMD_COMPLETE;
         return op->prepare(cmd);
 }

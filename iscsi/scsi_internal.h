@@ -101,6 +101,15 @@ enum scsi_cmd_state spc_prevent_allow(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_report_luns(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_report_opcodes(struct scsi_cmd *cmd);
 
+/* Reservations (scsi_pr.c). scsi_pr_check: true when cmd (decoded to op) may run; else it
+ * has completed with RESERVATION CONFLICT. */
+bool scsi_pr_check(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_reserve(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_release(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_pr_in(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_pr_out(struct scsi_cmd *cmd);
+void spc_exec_pr_out(struct scsi_cmd *cmd);
+
 /* Prepare and execute handlers (scsi_sbc.c) */
 enum scsi_cmd_state sbc_read_capacity10(struct scsi_cmd *cmd);
 enum scsi_cmd_state sbc_read_capacity16(struct scsi_cmd *cmd);
