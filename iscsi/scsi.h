@@ -240,6 +240,13 @@ void scsi_set_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq);
  * -ENOMEM status BUSY, anything else HARDWARE ERROR / INTERNAL TARGET FAILURE. */
 void scsi_set_io_error(struct scsi_cmd *cmd, int err, bool writing);
 
+/* Reservation events from the transport: a LU reset (LOGICAL UNIT RESET, target reset)
+ * releases the SPC-2 reservation; the loss of an I_T nexus (logout, session end)
+ * releases the SPC-2 reservation it holds. Persistent reservations survive both. Any
+ * thread. */
+void scsi_lun_reset(struct scsi_lun *lun);
+void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *initiator, const uint8_t isid[6]);
+
 /* Fills a LUN's identity from the target name and LUN number (serial, NAA id, strings).
  * Stable: the same names give the same identity on every start. */
 void scsi_lun_init_identity(struct scsi_lun *lun, const char *target_name, uint64_t lun_number);

@@ -4,7 +4,8 @@
  * AND ABORT), with the conflict rules that every command passes at prepare time.
  *
  * State lives in the LU (struct scsi_lun.pr) under a spinlock; nothing is saved, so APTPL
- * is refused and PTPL_C is reported clear. Not implemented: REGISTER AND MOVE, SPEC_I_PT,
+ * is refused and PTPL_C is reported clear. The SPC-2 reservation ends with its I_T nexus
+ * and with LU resets (scsi_lun_nexus_lost, scsi_lun_reset, called by the transport). Not implemented: REGISTER AND MOVE, SPEC_I_PT,
  * ALL_TG_PT, unit attentions to other I_T nexuses (RESERVATIONS PREEMPTED / RELEASED,
  * REGISTRATIONS PREEMPTED), and the task abort part of PREEMPT AND ABORT. */
 #include <stdio.h>
@@ -209,6 +210,27 @@ bool scsi_pr_check(struct scsi_cmd *cmd)
 }
 
 /* SPC-2 RESERVE / RELEASE */
+
+void scsi_lun_reset(struct scsi_lun *lun)
+{
+        pr_lock(lun);
+        lun->pr.spc2_held = false;
+        pr_update_active(lun);
+        pr_unlock(lun);
+}
+
+void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *initiator, const uint8_t isid[6])
+{
+        struct scsi_cmd tmp = {.initiator = initiator, .isid = isid};
+        struct scsi_nexus_id id;
+        nexus_of(&tmp, &id);
+        pr_lock(lun);
+        if (lun->pr.spc2_held && nexus_eq(&lun->pr.spc2_holder, &id)) {
+                lun->pr.spc2_held = false;
+                pr_update_active(lun);
+        }
+        pr_unlock(lun);
+}
 
 enum scsi_cmd_state spc_reserve(struct scsi_cmd *cmd)
 {

@@ -1671,6 +1671,43 @@ Test(scsi, persistent_reservations)
         free(data);
 }
 
+/* SPC-2 RESERVE/RELEASE: exclusive to one I_T nexus, ended by its holder, a LU reset or
+ * the loss of the nexus; refused while persistent reservations are in use. */
+Test(scsi, spc2_reserve_release)
+{
+        struct cdb res6 = {{0x16}}, rel6 = {{0x17}}, res10 = {{0x56}}, rel10 = {{0x57}};
+        struct cdb tur = {{0x00}}, inq = {{0x12, 0, 0, 0, 96}}, rd = cdb10(0x28, 0, 0, 1);
+        cr_assert_eq(status_of(INI_A, res6, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, res6, 0, NULL), SCSI_STATUS_GOOD, "again: no-op");
+        cr_assert_eq(status_of(INI_B, res10, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, tur, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, rd, BS, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, inq, 96, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, rel6, 0, NULL), SCSI_STATUS_GOOD, "not the holder: no-op");
+        cr_assert_eq(status_of(INI_B, tur, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(prout(INI_B, 0, 0, 0, 0xb, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_A, rd, BS, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, rel10, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, tur, 0, NULL), SCSI_STATUS_GOOD);
+
+        cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_nexus_lost(&lun, INI_A, (const uint8_t[6]){0});
+        cr_assert_eq(status_of(INI_A, tur, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        scsi_lun_nexus_lost(&lun, INI_B, (const uint8_t[6]){0});
+        cr_assert_eq(status_of(INI_A, tur, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_reset(&lun);
+        cr_assert_eq(status_of(INI_A, tur, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_not(atomic_load(&lun.pr.active));
+
+        cr_assert_eq(prout(INI_A, 0, 0, 0, 0xa, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, res6, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, rel6, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(prout(INI_A, 0, 0, 0xa, 0, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_reset(&lun);
+}
+
 /* ---------------- REPORT LUNS ---------------- */
 
 Test(scsi, report_luns)
@@ -1789,7 +1826,7 @@ Test(scsi, report_supported_opcodes_all)
         assert_good(r);
         uint32_t len = get32(r->in);
         cr_assert_eq(len % 8, 0);
-        cr_assert_eq(len / 8, 47, "every command in the table");
+        cr_assert_eq(len / 8, 51, "every command in the table");
         const uint8_t *d = rsoc_find(r, 0x28, 0, false);
         cr_assert_not_null(d);
         cr_assert_eq(d[5], 0);
@@ -1807,7 +1844,7 @@ Test(scsi, report_supported_opcodes_all)
 
         lun.thin = false;
         r = run(c.b, 65535, NULL);
-        cr_assert_eq(get32(r->in) / 8, 46);
+        cr_assert_eq(get32(r->in) / 8, 50);
         cr_assert_null(rsoc_find(r, 0x42, 0, false), "no UNMAP on a fully provisioned LU");
         run_free(r);
 }
@@ -1818,7 +1855,7 @@ Test(scsi, report_supported_opcodes_rctd)
         struct run *r = run(c.b, 65535, NULL);
         assert_good(r);
         uint32_t len = get32(r->in);
-        cr_assert_eq(len, 47 * 20);
+        cr_assert_eq(len, 51 * 20);
         for (uint32_t pos = 4; pos < len + 4; pos += 20) {
                 cr_assert(r->in[pos + 5] & 0x02, "CTDP");
                 cr_assert_eq(get16(&r->in[pos + 8]), 0x0a, "timeouts descriptor length");
@@ -1828,7 +1865,7 @@ Test(scsi, report_supported_opcodes_rctd)
         c = rsoc(false, 0, 0, 0, 1024); /* truncated */
         r = run(c.b, 1024, NULL);
         assert_good(r);
-        cr_assert_eq(r->in_len, 4 + 47 * 8);
+        cr_assert_eq(r->in_len, 4 + 51 * 8);
         run_free(r);
 }
 
