@@ -28,6 +28,8 @@ static const struct scsi_op op_table[] = {
         {0x12, 0, 6, SCSI_OP_NO_LUN, {0x12, 0x01, 0xff, 0xff, 0xff, 0},
          spc_inquiry, scsi_exec_reply},
         {0x15, 0, 6, 0, {0x15, 0x11, 0, 0, 0xff, 0}, spc_mode_select, spc_exec_mode_select},
+        {0x16, 0, 6, 0, {0x16, 0, 0, 0, 0, 0}, spc_reserve, NULL},
+        {0x17, 0, 6, 0, {0x17, 0, 0, 0, 0, 0}, spc_release, NULL},
         {0x1a, 0, 6, 0, {0x1a, 0x08, 0xff, 0xff, 0xff, 0}, spc_mode_sense, scsi_exec_reply},
         {0x1b, 0, 6, 0, {0x1b, 0x01, 0, 0x0f, 0xf7, 0}, spc_start_stop_unit, NULL},
         {0x1e, 0, 6, 0, {0x1e, 0, 0, 0, 0x03, 0}, spc_prevent_allow, NULL},
@@ -45,8 +47,32 @@ static const struct scsi_op op_table[] = {
          sbc_unmap, sbc_exec_unmap},
         {0x55, 0, 10, 0, {0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
          spc_mode_select, spc_exec_mode_select},
+        {0x56, 0, 10, 0, {0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0}, spc_reserve, NULL},
+        {0x57, 0, 10, 0, {0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0}, spc_release, NULL},
         {0x5a, 0, 10, 0, {0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0},
          spc_mode_sense, scsi_exec_reply},
+        {0x5e, 0x00, 10, SCSI_OP_HAS_SA, {0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5e, 0x01, 10, SCSI_OP_HAS_SA, {0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5e, 0x02, 10, SCSI_OP_HAS_SA, {0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5e, 0x03, 10, SCSI_OP_HAS_SA, {0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+         spc_pr_in, scsi_exec_reply},
+        {0x5f, 0x00, 10, SCSI_OP_HAS_SA, {0x5f, 0x00, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x01, 10, SCSI_OP_HAS_SA, {0x5f, 0x01, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x02, 10, SCSI_OP_HAS_SA, {0x5f, 0x02, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x03, 10, SCSI_OP_HAS_SA, {0x5f, 0x03, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x04, 10, SCSI_OP_HAS_SA, {0x5f, 0x04, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x05, 10, SCSI_OP_HAS_SA, {0x5f, 0x05, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
+        {0x5f, 0x06, 10, SCSI_OP_HAS_SA, {0x5f, 0x06, 0xff, 0, 0, B4, 0},
+         spc_pr_out, spc_exec_pr_out},
         {0x88, 0, 16, 0, {0x88, 0x1e, B8, B4, 0x1f, 0}, sbc_read, sbc_exec_rw},
         {0x89, 0, 16, 0, {0x89, 0x1a, B8, 0, 0, 0, 0xff, 0x1f, 0},
          sbc_compare_and_write, sbc_exec_compare_and_write},
@@ -254,6 +280,8 @@ static enum scsi_cmd_state decode(struct scsi_cmd *cmd)
                 return scsi_fail_cdb(cmd, 1, 4);
         cmd->op = op;
         if (check_cdb_bits(cmd, op) == SCSI_CMD_COMPLETE)
+                return SCSI_CMD_COMPLETE;
+        if (cmd->lun && !scsi_pr_check(cmd))
                 return SCSI_CMD_COMPLETE;
         return op->prepare(cmd);
 }

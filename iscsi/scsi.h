@@ -28,9 +28,13 @@
  *   - data-in: execute always produces data_in_actual bytes (<= data_in_len) into iov; the
  *     caller sends min(edtl, data_in_actual).
  *
- * Threads: a command runs on one reactor. LUs are shared between reactors; the only shared
+ * Threads: a command runs on one reactor. LUs are shared between reactors; the shared
  * mutable state is the LU's COMPARE AND WRITE queue (a spinlock; waiters are resumed on
- * their own reactor with reactor_call()).
+ * their own reactor with reactor_call()), its reservations (a spinlock) and SWP (atomic).
+ *
+ * Reservations: SPC-2 RESERVE/RELEASE and SPC-4 PERSISTENT RESERVE IN/OUT, keyed by the
+ * I_T nexus the caller names in cmd->initiator / cmd->isid. A command the reservations
+ * forbid completes at prepare with status RESERVATION CONFLICT, media commands included.
  */
 #ifndef ISERGW_ISCSI_SCSI_H
 #define ISERGW_ISCSI_SCSI_H
@@ -58,6 +62,18 @@ enum {
         SCSI_STATUS_TASK_ABORTED = 0x40,
 };
 
+/* An I_T nexus as the reservation code knows it: initiator port name and ISID. */
+#define SCSI_PR_MAX_REGS 32
+struct scsi_nexus_id {
+        char initiator[224];
+        uint8_t isid[6];
+};
+struct scsi_pr_reg {
+        bool used;
+        uint64_t key;
+        struct scsi_nexus_id id;
+};
+
 /* One logical unit as the SCSI layer describes it. Built by the config/target code, which
  * must zero-initialise it (the private part needs no other set-up). Everything but the
  * private part is read-only once commands run. */
@@ -78,7 +94,24 @@ struct scsi_lun {
                                      blocks must return zeroes (LBPRZ is reported) */
         uint32_t max_xfer_blocks; /* Block Limits VPD MAXIMUM TRANSFER LENGTH; 0: no limit */
 
-        /* Private to the SCSI layer: serialises COMPARE AND WRITE on this LU. */
+        /* Private to the SCSI layer. SWP of the control mode page (software write protect,
+         * set by MODE SELECT; not saved). */
+        atomic_bool swp;
+        /* SPC-2 RESERVE/RELEASE and SPC-4 persistent reservations (not persistent across
+         * restarts: APTPL is refused). Guarded by lock; 'active' says whether any
+         * reservation or registration exists, so commands skip the lock when none does. */
+        struct {
+                atomic_int lock;
+                atomic_bool active;
+                bool spc2_held; /* SPC-2 reservation by spc2_holder */
+                struct scsi_nexus_id spc2_holder;
+                uint32_t generation;
+                bool held;           /* persistent reservation: type, holder */
+                uint8_t type;        /* 1 WE, 3 EA, 5 WERO, 6 EARO, 7 WEAR, 8 EAAR */
+                int holder;          /* index in regs (not for all-registrants types) */
+                struct scsi_pr_reg regs[SCSI_PR_MAX_REGS];
+        } pr;
+        /* Serialises COMPARE AND WRITE on this LU. */
         struct {
                 atomic_int lock;              /* spinlock over the fields below */
                 bool busy;                    /* a COMPARE AND WRITE owns the LU */
@@ -105,6 +138,10 @@ struct scsi_cmd {
         bool write_flag;          /* initiator sends data out */
         uint16_t rel_tgt_port_id; /* relative target port for VPD 0x83 (0: report 1) */
         uint16_t tgt_port_group;  /* target port group for VPD 0x83 (0: report 1) */
+        /* The I_T nexus, for reservations: initiator name and ISID (6 bytes); both must
+         * outlive the command. NULL: an anonymous nexus (tests). */
+        const char *initiator;
+        const uint8_t *isid;
         struct reactor *reactor;  /* NULL only in tests: everything then runs inline */
         void (*done)(struct scsi_cmd *cmd);
         void *priv; /* the caller's */
@@ -170,6 +207,7 @@ enum {
         ASC_INVALID_FIELD_IN_PARAM = 0x2600,
         ASC_PARAM_LIST_LENGTH_ERROR = 0x1a00,
         ASC_WRITE_PROTECTED = 0x2700,
+        ASC_SOFTWARE_WRITE_PROTECTED = 0x2702,
         ASC_SPACE_ALLOC_FAILED_WRITE_PROTECT = 0x2707,
         ASC_UNRECOVERED_READ_ERROR = 0x1100,
         ASC_WRITE_ERROR = 0x0c00,
@@ -179,6 +217,8 @@ enum {
         ASC_INTERNAL_TARGET_FAILURE = 0x4400,
         ASC_COMMANDS_CLEARED_BY_ANOTHER_INITIATOR = 0x2f00,
         ASC_POWER_ON_RESET = 0x2900,
+        ASC_INVALID_RELEASE_OF_PR = 0x2604,
+        ASC_INSUFFICIENT_REG_RESOURCES = 0x5504,
 };
 
 /* Zeroes cmd and sets the LUN offsets to -1; the caller fills its fields afterwards. */
@@ -199,6 +239,13 @@ void scsi_set_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq);
  * ERROR or WRITE ERROR), -ENOSPC DATA PROTECT / SPACE ALLOCATION FAILED, -EAGAIN, -EBUSY and
  * -ENOMEM status BUSY, anything else HARDWARE ERROR / INTERNAL TARGET FAILURE. */
 void scsi_set_io_error(struct scsi_cmd *cmd, int err, bool writing);
+
+/* Reservation events from the transport: a LU reset (LOGICAL UNIT RESET, target reset)
+ * releases the SPC-2 reservation; the loss of an I_T nexus (logout, session end)
+ * releases the SPC-2 reservation it holds. Persistent reservations survive both. Any
+ * thread. */
+void scsi_lun_reset(struct scsi_lun *lun);
+void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *initiator, const uint8_t isid[6]);
 
 /* Fills a LUN's identity from the target name and LUN number (serial, NAA id, strings).
  * Stable: the same names give the same identity on every start. */

@@ -101,6 +101,15 @@ enum scsi_cmd_state spc_prevent_allow(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_report_luns(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_report_opcodes(struct scsi_cmd *cmd);
 
+/* Reservations (scsi_pr.c). scsi_pr_check: true when cmd (decoded to op) may run; else it
+ * has completed with RESERVATION CONFLICT. */
+bool scsi_pr_check(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_reserve(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_release(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_pr_in(struct scsi_cmd *cmd);
+enum scsi_cmd_state spc_pr_out(struct scsi_cmd *cmd);
+void spc_exec_pr_out(struct scsi_cmd *cmd);
+
 /* Prepare and execute handlers (scsi_sbc.c) */
 enum scsi_cmd_state sbc_read_capacity10(struct scsi_cmd *cmd);
 enum scsi_cmd_state sbc_read_capacity16(struct scsi_cmd *cmd);
@@ -176,6 +185,17 @@ static inline uint32_t scsi_caw_max_blocks(const struct scsi_lun *lun)
         if (lun->max_xfer_blocks && half < SCSI_MAX_CAW_BLOCKS)
                 return half ? half : 1;
         return SCSI_MAX_CAW_BLOCKS;
+}
+
+/* Writes are refused: a read-only LU (WRITE PROTECTED), or SWP set by MODE SELECT (LOGICAL
+ * UNIT SOFTWARE WRITE PROTECTED). Returns COMPLETE with the sense set, or READY. */
+static inline enum scsi_cmd_state scsi_check_write_protect(struct scsi_cmd *cmd)
+{
+        if (cmd->lun->read_only)
+                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        if (atomic_load_explicit(&cmd->lun->swp, memory_order_relaxed))
+                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
+        return SCSI_CMD_READY;
 }
 
 static inline uint32_t min_u32(uint32_t a, uint32_t b)

@@ -119,8 +119,8 @@ static enum scsi_cmd_state rw_prepare(struct scsi_cmd *cmd, bool writing)
                 cmd->data_out_len = bytes;
         else
                 cmd->data_in_len = bytes;
-        if (writing && lun->read_only)
-                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        if (writing && scsi_check_write_protect(cmd) == SCSI_CMD_COMPLETE)
+                return SCSI_CMD_COMPLETE;
         if (!range_ok(lun, r.lba, r.nblocks))
                 return scsi_fail(cmd, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
         if (!xfer_ok(lun, r.nblocks))
@@ -338,8 +338,8 @@ enum scsi_cmd_state sbc_write_same(struct scsi_cmd *cmd)
         struct media_range r = decode_range(cmd->cdb);
         bool unmap = cmd->cdb[1] & 0x08, ndob = ws16 && (cmd->cdb[1] & 0x01);
         cmd->data_out_len = ndob ? 0 : lun->block_size;
-        if (lun->read_only)
-                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        if (scsi_check_write_protect(cmd) == SCSI_CMD_COMPLETE)
+                return SCSI_CMD_COMPLETE;
         if (unmap && !lun->thin)
                 return scsi_fail_cdb(cmd, 1, 3);
         if (r.lba > lun->num_blocks)
@@ -433,8 +433,8 @@ enum scsi_cmd_state sbc_unmap(struct scsi_cmd *cmd)
 {
         uint32_t len = get_be16(&cmd->cdb[7]);
         cmd->data_out_len = len;
-        if (cmd->lun->read_only)
-                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        if (scsi_check_write_protect(cmd) == SCSI_CMD_COMPLETE)
+                return SCSI_CMD_COMPLETE;
         if (len == 0)
                 return scsi_good(cmd);
         if (len < 8)
@@ -536,8 +536,8 @@ enum scsi_cmd_state sbc_compare_and_write(struct scsi_cmd *cmd)
         uint64_t lba = get_be64(&cmd->cdb[2]);
         uint32_t nblocks = cmd->cdb[13];
         cmd->data_out_len = 2 * nblocks * lun->block_size;
-        if (lun->read_only)
-                return scsi_fail(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
+        if (scsi_check_write_protect(cmd) == SCSI_CMD_COMPLETE)
+                return SCSI_CMD_COMPLETE;
         if (nblocks > scsi_caw_max_blocks(lun))
                 return scsi_fail_cdb(cmd, 13, -1);
         if (cmd->edtl != cmd->data_out_len) /* both halves, exactly */

@@ -208,8 +208,8 @@ enum scsi_cmd_state spc_inquiry(struct scsi_cmd *cmd)
         return scsi_reply(cmd, b, len, alloc);
 }
 
-/* Mode pages. Nothing is changeable, so the current, default and (absent) saved values
- * coincide; pc is 0 current, 1 changeable, 2 default. */
+/* Mode pages. Only SWP of the control page is changeable; otherwise the current, default
+ * and (absent) saved values coincide; pc is 0 current, 1 changeable, 2 default. */
 
 enum { PC_CURRENT = 0, PC_CHANGEABLE = 1, PC_DEFAULT = 2, PC_SAVED = 3 };
 
@@ -222,10 +222,19 @@ static uint32_t page_caching(const struct scsi_lun *lun, uint8_t pc, uint8_t *p)
         return 20;
 }
 
+static bool lun_swp(const struct scsi_lun *lun)
+{
+        return atomic_load_explicit((atomic_bool *)&lun->swp, memory_order_relaxed);
+}
+
 static uint32_t page_control(const struct scsi_lun *lun, uint8_t pc, uint8_t *p)
 {
         p[0] = 0x0a;
         p[1] = 0x0a;
+        if (pc == PC_CHANGEABLE)
+                p[4] = 0x08; /* SWP */
+        else if (pc == PC_CURRENT && lun_swp(lun))
+                p[4] = 0x08;
         if (pc != PC_CHANGEABLE) {
                 p[2] = 0x02;             /* GLTSD: no log parameters are saved */
                 p[3] = 0x10;             /* QUEUE ALGORITHM MODIFIER 1: unrestricted reordering */
@@ -298,7 +307,7 @@ enum scsi_cmd_state spc_mode_sense(struct scsi_cmd *cmd)
                 return scsi_fail_cdb(cmd, 2, 5);
         }
         uint32_t len = hdr + bdl + pages;
-        uint8_t dsp = 0x10 | (lun->read_only ? 0x80 : 0); /* DPOFUA, WP */
+        uint8_t dsp = 0x10 | (lun->read_only || lun_swp(lun) ? 0x80 : 0); /* DPOFUA, WP */
         if (ten) {
                 put_be16(&b[0], (uint16_t)(len - 2));
                 b[3] = dsp;
@@ -312,7 +321,7 @@ enum scsi_cmd_state spc_mode_sense(struct scsi_cmd *cmd)
         return scsi_reply(cmd, b, len, alloc);
 }
 
-/* MODE SELECT: accepted when it changes nothing (no field is changeable). */
+/* MODE SELECT: accepted when it changes nothing but changeable fields (SWP). */
 
 enum scsi_cmd_state spc_mode_select(struct scsi_cmd *cmd)
 {
@@ -342,7 +351,7 @@ static bool block_descriptor_ok(const struct scsi_lun *lun, const uint8_t *d, ui
  * size, 0 for a parameter list length error, or sets *bad to the offending byte. */
 static uint32_t check_page(const struct scsi_lun *lun, const uint8_t *p, uint32_t n, uint32_t *bad)
 {
-        uint8_t cur[64] = {0};
+        uint8_t cur[64] = {0}, chg[64] = {0};
         if (n < 2)
                 return 0;
         uint32_t len = 2u + p[1];
@@ -357,8 +366,9 @@ static uint32_t check_page(const struct scsi_lun *lun, const uint8_t *p, uint32_
                 *bad = 1;
                 return len;
         }
+        mode_pages(lun, p[0] & 0x3f, PC_CHANGEABLE, chg);
         for (uint32_t i = 2; i < len; i++) {
-                if (p[i] != cur[i]) {
+                if ((p[i] ^ cur[i]) & (uint8_t)~chg[i]) {
                         *bad = i;
                         return len;
                 }
@@ -400,6 +410,11 @@ static void mode_select_parse(struct scsi_cmd *cmd, const uint8_t *b, uint32_t n
                         return;
                 }
                 pos += len;
+        }
+        /* All valid: apply the changeable fields. */
+        for (uint32_t pos = hdr + bdl; pos < n; pos += 2u + b[pos + 1]) {
+                if ((b[pos] & 0x3f) == 0x0a)
+                        atomic_store(&cmd->lun->swp, (b[pos + 4] & 0x08) != 0);
         }
         scsi_good(cmd);
 }

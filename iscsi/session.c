@@ -55,6 +55,8 @@ void session_destroy(struct iscsi_session *s)
 		}
 	}
 	pthread_mutex_unlock(&gw->sessions_lock);
+	for (unsigned i = 0; s->target && i < s->target->nluns; i++) /* I_T nexus loss */
+		scsi_lun_nexus_lost(s->target->luns[i], s->initiator_name, s->isid);
 	log_info("session TSIH %u of %s ended", s->tsih, s->initiator_name);
 	free(s);
 }

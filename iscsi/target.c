@@ -186,6 +186,7 @@ void target_note_reset(struct iscsi_target *t, int i)
 			continue;
 		/* SAM-5: every I_T nexus, the resetting one included, sees the UA. */
 		__atomic_add_fetch(&t->lun_reset_gen[k], 1, __ATOMIC_RELAXED);
+		scsi_lun_reset(t->luns[k]); /* ends the SPC-2 reservation */
 	}
 }
 

@@ -834,6 +834,7 @@ static struct iscsi_task *task_new(struct iscsi_conn *c, const struct iscsi_bhs 
 	t->cmd.read_flag = (bhs_flags(bhs) & ISCSI_FLAG_CMD_READ) != 0;
 	t->cmd.write_flag = (bhs_flags(bhs) & ISCSI_FLAG_CMD_WRITE) != 0;
 	t->cmd.reactor = c->rc->reactor;
+	t->cmd.initiator = c->session->initiator_name, t->cmd.isid = c->session->isid;
 	t->cmd.priv = t;
 	t->next = c->tasks;
 	c->tasks = t;

@@ -228,11 +228,14 @@ static void gather(struct run *r)
 
 /* Prepares and executes; data-out is min(edtl, data_out_len) bytes of out. Does not wait
  * for deferred completions. */
+static const char *nexus_name; /* the I_T nexus commands come from (NULL: anonymous) */
+
 static struct run *run_start(struct scsi_lun *l, const uint8_t *cdb, uint32_t edtl, const void *out,
                              size_t chunk)
 {
         struct run *r = calloc(1, sizeof(*r));
         scsi_cmd_init(&r->cmd);
+        r->cmd.initiator = nexus_name;
         r->cmd.lun = l;
         r->cmd.lun_number = l ? l->lun : 7;
         memcpy(r->cmd.cdb, cdb, 16);
@@ -441,7 +444,7 @@ Test(scsi, unsupported_opcode)
         struct run *r = run(c.b, 0, NULL);
         assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
         run_free(r);
-        c.b[0] = 0x5e; /* PERSISTENT RESERVE IN: not implemented */
+        c.b[0] = 0x3b; /* WRITE BUFFER: not implemented */
         r = run(c.b, 0, NULL);
         assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
         run_free(r);
@@ -1449,11 +1452,260 @@ Test(scsi, mode_select10)
         struct run *r = run(c.b, len, d);
         assert_good(r);
         run_free(r);
-        d[8 + 4] |= 0x08; /* SWP: not changeable */
+        d[8 + 4] |= 0x40; /* RAC: not changeable */
         r = run(c.b, len, d);
         assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
         assert_field(r, false, 8 + 4, -1);
         run_free(r);
+        cr_assert_not(atomic_load(&lun.swp));
+}
+
+/* SWP: changeable, shown in the control page and as WP in the header; writes are refused
+ * with LOGICAL UNIT SOFTWARE WRITE PROTECTED until it is cleared; reads go on. */
+Test(scsi, software_write_protect)
+{
+        struct cdb c = mode_sense6(0x08, 0x40 | 0x0a, 0, 255); /* changeable control page */
+        struct run *r = run(c.b, 255, NULL);
+        assert_good(r);
+        cr_assert_eq(r->in[4 + 4], 0x08, "SWP changeable");
+        cr_assert_eq(r->in[4 + 2], 0);
+        run_free(r);
+
+        uint8_t d[4 + 12];
+        c = mode_sense6(0x08, 0x0a, 0, 255);
+        r = run(c.b, 255, NULL);
+        cr_assert_eq(r->in_len, sizeof(d));
+        memcpy(d, r->in, sizeof(d));
+        run_free(r);
+        d[0] = d[2] = 0;
+        d[4 + 4] |= 0x08;
+        c = (struct cdb){{0x15, 0x10, 0, 0, sizeof(d)}};
+        r = run(c.b, sizeof(d), d);
+        assert_good(r);
+        run_free(r);
+        cr_assert(atomic_load(&lun.swp));
+
+        c = mode_sense6(0x08, 0x0a, 0, 255);
+        r = run(c.b, 255, NULL);
+        cr_assert_eq(r->in[2], 0x90, "WP, DPOFUA");
+        cr_assert_eq(r->in[4 + 4] & 0x08, 0x08, "SWP current");
+        run_free(r);
+        c = mode_sense6(0x08, 0x80 | 0x0a, 0, 255);
+        r = run(c.b, 255, NULL);
+        cr_assert_eq(r->in[4 + 4] & 0x08, 0, "SWP default off");
+        run_free(r);
+
+        uint8_t *data = pattern(BS, 3);
+        const uint8_t ops[] = {0x0a, 0x2a, 0x2e, 0x41, 0x93, 0x8a, 0x89};
+        for (size_t i = 0; i < sizeof(ops); i++) {
+                struct cdb w = ops[i] == 0x0a ? cdb6(ops[i], 0, 1)
+                               : ops[i] >= 0x80 ? cdb16(ops[i], 0, 0, 1)
+                                                : cdb10(ops[i], 0, 0, 1);
+                if (ops[i] == 0x89)
+                        w.b[13] = 1;
+                uint32_t len = ops[i] == 0x89 ? 2 * BS : BS;
+                r = run(w.b, len, data);
+                assert_sense(r, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
+                run_free(r);
+        }
+        uint8_t unmap[24] = {0, 22, 0, 16};
+        c = (struct cdb){{0x42, 0, 0, 0, 0, 0, 0, 0, sizeof(unmap)}};
+        r = run(c.b, sizeof(unmap), unmap);
+        assert_sense(r, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
+        run_free(r);
+        c = cdb10(0x28, 0, 0, 1);
+        r = run(c.b, BS, NULL);
+        assert_good(r);
+        run_free(r);
+
+        d[4 + 4] &= (uint8_t)~0x08;
+        c = (struct cdb){{0x15, 0x10, 0, 0, sizeof(d)}};
+        r = run(c.b, sizeof(d), d);
+        assert_good(r);
+        run_free(r);
+        cr_assert_not(atomic_load(&lun.swp));
+        c = cdb10(0x2a, 0, 0, 1);
+        r = run(c.b, BS, data);
+        assert_good(r);
+        run_free(r);
+        free(data);
+}
+
+/* ---------------- persistent reservations ---------------- */
+
+#define INI_A "iqn.2026-11.io.isergw:a"
+#define INI_B "iqn.2026-11.io.isergw:b"
+
+static struct run *as(const char *ini, struct cdb c, uint32_t edtl, const void *out)
+{
+        nexus_name = ini;
+        struct run *r = run(c.b, edtl, out);
+        nexus_name = NULL;
+        return r;
+}
+
+static uint8_t prout(const char *ini, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark,
+                     uint8_t flags, struct run **keep)
+{
+        uint8_t p[24] = {0};
+        for (int i = 0; i < 8; i++) {
+                p[i] = (uint8_t)(key >> (56 - 8 * i));
+                p[8 + i] = (uint8_t)(sark >> (56 - 8 * i));
+        }
+        p[20] = flags;
+        struct cdb c = {{0x5f, sa, type, 0, 0, 0, 0, 0, 24}};
+        struct run *r = as(ini, c, 24, p);
+        uint8_t st = r->cmd.status;
+        if (keep)
+                *keep = r;
+        else
+                run_free(r);
+        return st;
+}
+
+static struct run *prin(const char *ini, uint8_t sa)
+{
+        struct cdb c = {{0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0}};
+        return as(ini, c, 4096, NULL);
+}
+
+static uint8_t status_of(const char *ini, struct cdb c, uint32_t edtl, const void *out)
+{
+        struct run *r = as(ini, c, edtl, out);
+        uint8_t st = r->cmd.status;
+        run_free(r);
+        return st;
+}
+
+Test(scsi, persistent_reservations)
+{
+        uint8_t *data = pattern(BS, 5);
+        struct cdb rd = cdb10(0x28, 0, 0, 1), wr = cdb10(0x2a, 0, 0, 1);
+        struct run *r = prin(INI_A, 0x02); /* REPORT CAPABILITIES */
+        assert_good(r);
+        cr_assert_eq(r->in_len, 8);
+        cr_assert_eq(r->in[2] & 0x01, 0, "PTPL_C clear");
+        cr_assert_eq(r->in[4], 0xea);
+        cr_assert_eq(r->in[5], 0x01);
+        run_free(r);
+
+        cr_assert_eq(prout(INI_A, 0, 0, 0, 0xa, 0x01, &r), SCSI_STATUS_CHECK_CONDITION, "APTPL");
+        assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
+        run_free(r);
+        cr_assert_eq(prout(INI_A, 0, 0, 1, 0xa, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT,
+                     "unregistered with a key");
+        cr_assert_eq(prout(INI_A, 0, 0, 0, 0xa, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(prout(INI_B, 6, 0, 0x77, 0xb, 0, NULL), SCSI_STATUS_GOOD);
+        r = prin(INI_A, 0x00);
+        assert_good(r);
+        cr_assert_eq(get32(&r->in[0]), 2, "generation");
+        cr_assert_eq(get32(&r->in[4]), 16);
+        run_free(r);
+
+        /* A holds Write Exclusive: B reads but cannot write; A does both */
+        cr_assert_eq(prout(INI_A, 1, 1, 0xa, 0, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, rd, BS, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, wr, BS, data), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(NULL, wr, BS, data), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_A, wr, BS, data), SCSI_STATUS_GOOD);
+        cr_assert_eq(prout(INI_B, 1, 1, 0xb, 0, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        r = prin(INI_B, 0x01);
+        assert_good(r);
+        cr_assert_eq(get32(&r->in[4]), 16);
+        cr_assert_eq(get64(&r->in[8]), 0xa);
+        cr_assert_eq(r->in[21], 1);
+        run_free(r);
+        cr_assert_eq(prout(INI_A, 2, 3, 0xa, 0, 0, &r), SCSI_STATUS_CHECK_CONDITION,
+                     "release of another type");
+        assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_RELEASE_OF_PR);
+        run_free(r);
+
+        /* B preempts A into Exclusive Access: A loses its registration and all access */
+        cr_assert_eq(prout(INI_B, 4, 3, 0xb, 0xa, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, rd, BS, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        struct cdb inq = {{0x12, 0, 0, 0, 96}};
+        cr_assert_eq(status_of(INI_A, inq, 96, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, rd, BS, NULL), SCSI_STATUS_GOOD);
+        r = prin(INI_A, 0x03); /* READ FULL STATUS */
+        assert_good(r);
+        cr_assert_eq(r->in[8 + 12], 0x01, "R_HOLDER");
+        cr_assert_eq(r->in[8 + 13], 3);
+        cr_assert_eq(get64(&r->in[8]), 0xb);
+        cr_assert_eq(r->in[8 + 24], 0x45, "iSCSI TransportID, format 01b");
+        cr_assert_str_eq((const char *)&r->in[8 + 28], INI_B ",i,0x000000000000");
+        run_free(r);
+
+        /* Exclusive Access, All Registrants: every registrant has access */
+        cr_assert_eq(prout(INI_A, 0, 0, 0, 0xa, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(prout(INI_B, 2, 3, 0xb, 0, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(prout(INI_B, 1, 8, 0xb, 0, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, wr, BS, data), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(NULL, rd, BS, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(prout(INI_B, 0, 0, 0xb, 0, 0, NULL), SCSI_STATUS_GOOD, "unregister");
+        r = prin(INI_A, 0x01);
+        cr_assert_eq(get32(&r->in[4]), 16, "still reserved while A is registered");
+        cr_assert_eq(get64(&r->in[8]), 0, "all registrants: key 0");
+        run_free(r);
+
+        /* CLEAR drops everything */
+        cr_assert_eq(prout(INI_B, 3, 0, 0xb, 0, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(prout(INI_A, 3, 0, 0xa, 0, 0, NULL), SCSI_STATUS_GOOD);
+        r = prin(INI_A, 0x00);
+        cr_assert_eq(get32(&r->in[4]), 0);
+        run_free(r);
+        cr_assert_eq(status_of(NULL, wr, BS, data), SCSI_STATUS_GOOD);
+        cr_assert_not(atomic_load(&lun.pr.active));
+
+        struct cdb bad = {{0x5f, 1, 0x12, 0, 0, 0, 0, 0, 24}}; /* scope 1 */
+        r = as(INI_A, bad, 24, NULL);
+        assert_invalid_cdb(r, 2, 7);
+        run_free(r);
+        bad.b[2] = 0x02; /* type 2: obsolete */
+        r = as(INI_A, bad, 24, NULL);
+        assert_invalid_cdb(r, 2, 3);
+        run_free(r);
+        bad = (struct cdb){{0x5f, 0, 0, 0, 0, 0, 0, 0, 20}};
+        r = as(INI_A, bad, 20, NULL);
+        assert_sense(r, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH_ERROR);
+        run_free(r);
+        free(data);
+}
+
+/* SPC-2 RESERVE/RELEASE: exclusive to one I_T nexus, ended by its holder, a LU reset or
+ * the loss of the nexus; refused while persistent reservations are in use. */
+Test(scsi, spc2_reserve_release)
+{
+        struct cdb res6 = {{0x16}}, rel6 = {{0x17}}, res10 = {{0x56}}, rel10 = {{0x57}};
+        struct cdb tur = {{0x00}}, inq = {{0x12, 0, 0, 0, 96}}, rd = cdb10(0x28, 0, 0, 1);
+        cr_assert_eq(status_of(INI_A, res6, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, res6, 0, NULL), SCSI_STATUS_GOOD, "again: no-op");
+        cr_assert_eq(status_of(INI_B, res10, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, tur, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, rd, BS, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, inq, 96, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, rel6, 0, NULL), SCSI_STATUS_GOOD, "not the holder: no-op");
+        cr_assert_eq(status_of(INI_B, tur, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(prout(INI_B, 0, 0, 0, 0xb, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_A, rd, BS, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, rel10, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, tur, 0, NULL), SCSI_STATUS_GOOD);
+
+        cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_nexus_lost(&lun, INI_A, (const uint8_t[6]){0});
+        cr_assert_eq(status_of(INI_A, tur, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        scsi_lun_nexus_lost(&lun, INI_B, (const uint8_t[6]){0});
+        cr_assert_eq(status_of(INI_A, tur, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_reset(&lun);
+        cr_assert_eq(status_of(INI_A, tur, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_not(atomic_load(&lun.pr.active));
+
+        cr_assert_eq(prout(INI_A, 0, 0, 0, 0xa, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, res6, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(status_of(INI_B, rel6, 0, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+        cr_assert_eq(prout(INI_A, 0, 0, 0xa, 0, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_reset(&lun);
 }
 
 /* ---------------- REPORT LUNS ---------------- */
@@ -1574,7 +1826,7 @@ Test(scsi, report_supported_opcodes_all)
         assert_good(r);
         uint32_t len = get32(r->in);
         cr_assert_eq(len % 8, 0);
-        cr_assert_eq(len / 8, 36, "every command in the table");
+        cr_assert_eq(len / 8, 51, "every command in the table");
         const uint8_t *d = rsoc_find(r, 0x28, 0, false);
         cr_assert_not_null(d);
         cr_assert_eq(d[5], 0);
@@ -1592,7 +1844,7 @@ Test(scsi, report_supported_opcodes_all)
 
         lun.thin = false;
         r = run(c.b, 65535, NULL);
-        cr_assert_eq(get32(r->in) / 8, 35);
+        cr_assert_eq(get32(r->in) / 8, 50);
         cr_assert_null(rsoc_find(r, 0x42, 0, false), "no UNMAP on a fully provisioned LU");
         run_free(r);
 }
@@ -1603,7 +1855,7 @@ Test(scsi, report_supported_opcodes_rctd)
         struct run *r = run(c.b, 65535, NULL);
         assert_good(r);
         uint32_t len = get32(r->in);
-        cr_assert_eq(len, 36 * 20);
+        cr_assert_eq(len, 51 * 20);
         for (uint32_t pos = 4; pos < len + 4; pos += 20) {
                 cr_assert(r->in[pos + 5] & 0x02, "CTDP");
                 cr_assert_eq(get16(&r->in[pos + 8]), 0x0a, "timeouts descriptor length");
@@ -1613,7 +1865,7 @@ Test(scsi, report_supported_opcodes_rctd)
         c = rsoc(false, 0, 0, 0, 1024); /* truncated */
         r = run(c.b, 1024, NULL);
         assert_good(r);
-        cr_assert_eq(r->in_len, 4 + 36 * 8);
+        cr_assert_eq(r->in_len, 4 + 51 * 8);
         run_free(r);
 }
 
@@ -1674,7 +1926,7 @@ Test(scsi, report_supported_opcodes_one)
         assert_invalid_cdb(r, 2, 2);
         run_free(r);
 
-        c = rsoc(false, 1, 0x5e, 0, 65535); /* not supported */
+        c = rsoc(false, 1, 0x3b, 0, 65535); /* not supported */
         r = run(c.b, 65535, NULL);
         assert_good(r);
         const uint8_t none[] = {0, 0x01, 0, 0};
