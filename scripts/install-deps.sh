@@ -5,7 +5,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 	libssl-dev liburing-dev libinih-dev libjansson-dev libiscsi-dev
 	libibverbs-dev librdmacm-dev libnl-route-3-dev)
-TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps)
+TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps prometheus)
 BENCH_PKGS=(gnuplot-nox qemu-utils iperf3)
 want=("${BUILD_PKGS[@]}")
 case "${1:-build}" in
