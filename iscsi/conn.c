@@ -77,9 +77,8 @@ static void orphans_run(struct reactor_deferred *d)
 }
 
 /* Transports complete a PDU (call sent()) only after send_pdu has returned. */
-void conn_send_pdu(struct iscsi_conn *c, struct tx_pdu *pdu, bool with_statsn)
+void conn_send_pdu(struct iscsi_conn *c, struct tx_pdu *pdu)
 {
-	(void)with_statsn;
 	if (!c->xc || c->closed_by_transport) {
 		pdu->next = c->orphans;
 		c->orphans = pdu;
@@ -138,7 +137,7 @@ void conn_send_reject(struct iscsi_conn *c, const struct iscsi_bhs *bad, uint8_t
 	pdu_attach_copy(p, bad->b, ISCSI_BHS_LEN);
 	conn_fill_sn(c, &p->bhs, true);
 	bhs_set_word(&p->bhs, BHS_DATASN, 0);
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 /* ---------------- login ---------------- */
@@ -224,7 +223,7 @@ static void send_login_rsp(struct iscsi_conn *c, const struct login_response *rs
 		p->sent_arg = c;
 		c->state = CONN_CLOSING;
 	}
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 static void login_fail(struct iscsi_conn *c, uint8_t cls, uint8_t detail, const char *why)
@@ -428,7 +427,7 @@ static void handle_nop_out(struct iscsi_conn *c, const uint8_t *data, uint32_t l
 	memcpy(p->bhs.b + 8, h->b + 8, 8); /* LUN echoed */
 	pdu_attach_copy(p, data, len < c->max_xmit_dsl ? len : c->max_xmit_dsl);
 	conn_fill_sn(c, &p->bhs, true);
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 static void send_nop_in_ping(struct iscsi_conn *c)
@@ -440,7 +439,7 @@ static void send_nop_in_ping(struct iscsi_conn *c)
 	c->nop_sent_ns = reactor_now_ns();
 	bhs_set_word(&p->bhs, BHS_TTT, c->nop_ttt);
 	conn_fill_sn(c, &p->bhs, false);
-	conn_send_pdu(c, p, false);
+	conn_send_pdu(c, p);
 }
 
 static void nop_timer_cb(struct reactor_timer *t)
@@ -488,7 +487,7 @@ static void send_text_chunk(struct iscsi_conn *c, uint32_t itt)
 		c->text_len = c->text_off = 0;
 	}
 	conn_fill_sn(c, &p->bhs, true);
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 static void handle_text(struct iscsi_conn *c, const uint8_t *data, uint32_t len)
@@ -573,7 +572,7 @@ static void handle_logout(struct iscsi_conn *c)
 	}
 	conn_fill_sn(c, &p->bhs, true);
 	log_info("conn %s: logout (reason %u), response %u", conn_name(c), reason, response);
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 static void send_tmf_rsp(struct iscsi_conn *c, uint32_t itt, uint8_t response)
@@ -583,7 +582,7 @@ static void send_tmf_rsp(struct iscsi_conn *c, uint32_t itt, uint8_t response)
 		return;
 	p->bhs.b[2] = response;
 	conn_fill_sn(c, &p->bhs, true);
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 static uint8_t tmf_abort_task(struct iscsi_conn *c, const struct iscsi_bhs *h)

@@ -274,7 +274,7 @@ struct iscsi_task {
 };
 
 /* conn.c */
-void conn_send_pdu(struct iscsi_conn *c, struct tx_pdu *pdu, bool with_statsn);
+void conn_send_pdu(struct iscsi_conn *c, struct tx_pdu *pdu);
 void conn_fill_sn(struct iscsi_conn *c, struct iscsi_bhs *bhs, bool advance_statsn);
 void conn_send_reject(struct iscsi_conn *c, const struct iscsi_bhs *bad, uint8_t reason,
 		      const char *why);

@@ -50,10 +50,6 @@ enum bhs_verdict iscsi_bhs_check(const struct iscsi_bhs *h, uint32_t max_recv_ds
 	if (bhs_dsl(h) > max_recv_dsl)
 		return BHS_DSL_TOO_LARGE;
 	switch (op) {
-	case ISCSI_OP_SCSI_CMD:
-		/* A command may not claim both read and write without bidi support, and
-		 * the F bit must be set unless unsolicited data follows (ignored here). */
-		break;
 	case ISCSI_OP_DATA_OUT:
 		if (bhs_immediate(h) || bhs_ahs_bytes(h) != 0)
 			return BHS_BAD_FIELD;
@@ -66,9 +62,6 @@ enum bhs_verdict iscsi_bhs_check(const struct iscsi_bhs *h, uint32_t max_recv_ds
 	case ISCSI_OP_TEXT_REQ:
 		if ((h->b[1] & ISCSI_FLAG_FINAL) && (h->b[1] & ISCSI_FLAG_TEXT_CONTINUE))
 			return BHS_BAD_FIELD;
-		break;
-	case ISCSI_OP_NOP_OUT:
-		/* A NOP-Out that needs no answer carries the reserved ITT and TTT. */
 		break;
 	default:
 		break;

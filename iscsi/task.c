@@ -361,7 +361,7 @@ static void send_response(struct iscsi_task *t)
 	p->sent = response_sent_cb;
 	p->sent_arg = t;
 	conn_fill_sn(c, &p->bhs, true);
-	conn_send_pdu(c, p, true);
+	conn_send_pdu(c, p);
 }
 
 static void fail_task(struct iscsi_task *t, uint8_t key, uint16_t asc)
@@ -372,11 +372,6 @@ static void fail_task(struct iscsi_task *t, uint8_t key, uint16_t asc)
 }
 
 /* ---------------- Data-In ---------------- */
-
-struct data_in_ref {
-	struct iscsi_task *task;
-	struct task_seg *seg;
-};
 
 static void data_in_sent(struct tx_pdu *pdu)
 {
@@ -444,7 +439,7 @@ static void send_seg_data(struct iscsi_task *t, struct task_seg *s, uint32_t tot
 		s->tx_refs++;
 		t->tx_inflight++;
 		STAT_ADD(c->rc, data_in_pdus, 1);
-		conn_send_pdu(c, p, with_status);
+		conn_send_pdu(c, p);
 		off += len;
 	}
 }
@@ -483,10 +478,9 @@ static void read_send_ready(struct iscsi_task *t)
 		s->state = SEG_DONE;
 		t->next_send_seg++;
 		STAT_ADD(t->conn->rc, read_bytes, s->len);
-		s->tx_refs++; /* hold the line while PDUs are queued */
+		/* The line goes back in data_in_sent(): transports never complete a PDU
+		 * inside send_pdu, so nothing can release it under this loop. */
 		send_seg_data(t, s, t->xfer_len, true);
-		if (--s->tx_refs == 0)
-			seg_put_buffer(t, s);
 	}
 }
 
@@ -545,7 +539,7 @@ static void send_r2t(struct iscsi_task *t, uint32_t ttt, uint32_t off, uint32_t 
 	bhs_set_word(&p->bhs, BHS_R2T_DDTL, len);
 	conn_fill_sn(c, &p->bhs, false);
 	STAT_ADD(c->rc, r2t_sent, 1);
-	conn_send_pdu(c, p, false);
+	conn_send_pdu(c, p);
 }
 
 static uint32_t write_expected(const struct iscsi_task *t)
@@ -724,10 +718,7 @@ static void emulated_done(struct scsi_cmd *cmd)
 	if (t->cmd.read_flag && n && t->nsegs) {
 		struct task_seg *s = &t->segs[0];
 		s->len = n;
-		STAT_ADD(t->conn->rc, read_copy_bytes, 0);
-		s->tx_refs++;
 		send_seg_data(t, s, n, cmd->status == SCSI_STATUS_GOOD && cmd->sense_len == 0);
-		s->tx_refs--;
 	}
 	if (!t->response_sent)
 		send_response(t);
@@ -1058,7 +1049,7 @@ void task_rx_command_done(struct iscsi_conn *c, bool digest_ok)
 
 /* ---------------- Data-Out ---------------- */
 
-static void entry_done(struct iscsi_task *t, struct dpt_entry *e, uint32_t ttt);
+static void entry_done(struct iscsi_task *t, uint32_t ttt);
 
 /* A refused PDU counts as not received, so its F bit ends the burst only when it sat past
  * the burst's end (nothing can follow it); an accepted one (force) always does. */
@@ -1073,7 +1064,7 @@ static void note_final(struct iscsi_conn *c, struct iscsi_task *t, struct dpt_en
 	if (!force && off < end)
 		return;
 	if (e)
-		entry_done(t, e, bhs_word(h, BHS_TTT));
+		entry_done(t, bhs_word(h, BHS_TTT));
 	else
 		t->unsolicited_done = true;
 }
@@ -1197,7 +1188,7 @@ int task_rx_data_out_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs,
 	return 0;
 }
 
-static void entry_done(struct iscsi_task *t, struct dpt_entry *e, uint32_t ttt)
+static void entry_done(struct iscsi_task *t, uint32_t ttt)
 {
 	struct dpt *d = t->conn->rc->dpt;
 	for (unsigned i = 0; i < t->r2t_outstanding; i++) {
@@ -1206,7 +1197,6 @@ static void entry_done(struct iscsi_task *t, struct dpt_entry *e, uint32_t ttt)
 			break;
 		}
 	}
-	(void)e;
 	dpt_free(d, ttt);
 }
 
@@ -1232,7 +1222,7 @@ void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)
 	}
 	if (t->failed || t->cmd.state == SCSI_CMD_COMPLETE) {
 		if (e && final)
-			entry_done(t, e, bhs_word(h, BHS_TTT));
+			entry_done(t, bhs_word(h, BHS_TTT));
 		else if (!e && final)
 			t->unsolicited_done = true;
 		if (t->executing)
@@ -1244,7 +1234,7 @@ void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)
 		e->received += c->rx_total;
 		e->next_datasn++;
 		if (e->received == e->data_length) {
-			entry_done(t, e, bhs_word(h, BHS_TTT));
+			entry_done(t, bhs_word(h, BHS_TTT));
 		} else if (final) {
 			conn_send_reject(c, h, ISCSI_REJECT_PROTOCOL_ERROR,
 					 "F bit before the R2T's data was complete");

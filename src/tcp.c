@@ -213,6 +213,22 @@ static void rx_reset(struct xport_conn *xc)
 	xc->hdr_want = ISCSI_BHS_LEN;
 }
 
+/* A read that returned n <= 0: 1 to retry (EINTR), 0 when it would block, -1 when the
+ * connection is closing (peer closed or error). */
+static int read_stopped(struct xport_conn *xc, ssize_t n)
+{
+	if (n == 0) {
+		tcp_close(xc, "peer closed the connection");
+		return -1;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	if (errno == EINTR)
+		return 1;
+	tcp_close(xc, strerror(errno));
+	return -1;
+}
+
 /* Reads into buf until want bytes are there. 1: complete, 0: would block, -1: closed. */
 static int read_some(struct xport_conn *xc, uint8_t *buf, uint32_t *have, uint32_t want)
 {
@@ -222,16 +238,9 @@ static int read_some(struct xport_conn *xc, uint8_t *buf, uint32_t *have, uint32
 			*have += (uint32_t)n;
 			continue;
 		}
-		if (n == 0) {
-			tcp_close(xc, "peer closed the connection");
-			return -1;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		tcp_close(xc, strerror(errno));
-		return -1;
+		int rc = read_stopped(xc, n);
+		if (rc <= 0)
+			return rc;
 	}
 	return 1;
 }
@@ -318,16 +327,9 @@ static int read_data(struct xport_conn *xc)
 			xc->data_have += (uint32_t)got;
 			continue;
 		}
-		if (got == 0) {
-			tcp_close(xc, "peer closed the connection");
-			return -1;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		tcp_close(xc, strerror(errno));
-		return -1;
+		int rc = read_stopped(xc, got);
+		if (rc <= 0)
+			return rc;
 	}
 	return 1;
 }

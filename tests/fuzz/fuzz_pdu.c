@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cache/backend.h"
+#include "tests/common/mem_backend.h"
 #include "cache/linepool.h"
 #include "cache/volume.h"
 #include "iscsi/iscsi.h"
@@ -16,67 +17,6 @@
 #include "src/reactor.h"
 
 #define LUN_BYTES (1u << 20)
-
-struct mem_backend {
-	struct backend base;
-	uint8_t *bytes;
-	struct volume_io *pending; /* completed after submit returns, as real backends do */
-};
-
-static void mem_run(struct volume_io *io, struct mem_backend *m);
-
-static void mem_submit(struct backend *b, struct volume_io *io)
-{
-	struct mem_backend *m = (struct mem_backend *)b;
-	io->impl[0] = (uint64_t)(uintptr_t)m->pending;
-	m->pending = io;
-}
-
-static void mem_complete_all(struct mem_backend *m)
-{
-	while (m->pending) {
-		struct volume_io *io = m->pending;
-		m->pending = (struct volume_io *)(uintptr_t)io->impl[0];
-		mem_run(io, m);
-	}
-}
-
-static void mem_run(struct volume_io *io, struct mem_backend *m)
-{
-	uint64_t off = io->offset;
-	if (io->op == VOLUME_READ || io->op == VOLUME_WRITE) {
-		for (int i = 0; i < io->iovcnt; i++) {
-			size_t len = io->iov[i].iov_len;
-			if (off + len > LUN_BYTES) {
-				io->done(io, -5);
-				return;
-			}
-			if (io->op == VOLUME_READ)
-				memcpy(io->iov[i].iov_base, m->bytes + off, len);
-			else
-				memcpy(m->bytes + off, io->iov[i].iov_base, len);
-			off += len;
-		}
-	} else if (io->op != VOLUME_FLUSH) {
-		if (io->offset + io->length <= LUN_BYTES)
-			memset(m->bytes + io->offset, 0, io->length);
-	}
-	io->done(io, 0);
-}
-
-static uint64_t mem_size(const struct backend *b)
-{
-	return LUN_BYTES;
-}
-
-static void mem_destroy(struct backend *b)
-{
-	struct mem_backend *m = (struct mem_backend *)b;
-	free(m->bytes);
-	free(m);
-}
-
-static const struct backend_ops mem_ops = {"mem", mem_submit, mem_size, mem_destroy};
 
 struct xport_conn {
 	bool closed;
@@ -134,7 +74,7 @@ struct world {
 static void settle(struct world *w, struct xport_conn *xc)
 {
 	for (int i = 0; i < 64 && (w->mem->pending || xc->sent_list); i++) {
-		mem_complete_all(w->mem);
+		mem_backend_complete_all(w->mem);
 		if (xc->ic)
 			fx_complete_sent(xc);
 		reactor_poll_once(w->reactor, 0);
@@ -161,9 +101,7 @@ static int world_init(struct world *w)
 	iscsi_gw_attach_reactor(w->gw, 0, w->reactor);
 	struct iscsi_target_conf tc = {.name = target_name};
 	iscsi_gw_add_target(w->gw, &tc);
-	w->mem = calloc(1, sizeof(*w->mem));
-	w->mem->base.ops = &mem_ops;
-	w->mem->bytes = calloc(1, LUN_BYTES);
+	w->mem = mem_backend_create(LUN_BYTES);
 	w->volume = volume_create(&w->mem->base);
 	w->lun.lun = 0;
 	w->lun.block_size = 512;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cache/backend.h"
+#include "tests/common/mem_backend.h"
 #include "cache/dpt.h"
 #include "cache/linepool.h"
 #include "cache/volume.h"
@@ -37,70 +38,6 @@
 #define INITIATOR  "iqn.2026-11.io.isergw:unit-initiator"
 #define WRITE_ITT  0x00000010u
 #define MAX_SENT   64
-
-/* ---------------- memory backend ---------------- */
-
-struct mem_backend {
-	struct backend base;
-	uint8_t *bytes;
-	struct volume_io *pending; /* completed later, never inside submit */
-	unsigned writes;
-};
-
-static void mem_run(struct mem_backend *m, struct volume_io *io)
-{
-	uint64_t off = io->offset;
-	if (io->op == VOLUME_READ || io->op == VOLUME_WRITE) {
-		for (int i = 0; i < io->iovcnt; i++) {
-			size_t len = io->iov[i].iov_len;
-			if (off + len > LUN_BYTES) {
-				io->done(io, -5);
-				return;
-			}
-			if (io->op == VOLUME_READ)
-				memcpy(io->iov[i].iov_base, m->bytes + off, len);
-			else
-				memcpy(m->bytes + off, io->iov[i].iov_base, len);
-			off += len;
-		}
-		if (io->op == VOLUME_WRITE)
-			m->writes++;
-	}
-	io->done(io, 0);
-}
-
-static void mem_submit(struct backend *b, struct volume_io *io)
-{
-	struct mem_backend *m = (struct mem_backend *)b;
-	io->impl[0] = (uint64_t)(uintptr_t)m->pending;
-	m->pending = io;
-}
-
-static bool mem_complete_all(struct mem_backend *m)
-{
-	bool any = m->pending != NULL;
-	while (m->pending) {
-		struct volume_io *io = m->pending;
-		m->pending = (struct volume_io *)(uintptr_t)io->impl[0];
-		mem_run(m, io);
-	}
-	return any;
-}
-
-static uint64_t mem_size(const struct backend *b)
-{
-	(void)b;
-	return LUN_BYTES;
-}
-
-static void mem_destroy(struct backend *b)
-{
-	struct mem_backend *m = (struct mem_backend *)b;
-	free(m->bytes);
-	free(m);
-}
-
-static const struct backend_ops mem_ops = {"mem", mem_submit, mem_size, mem_destroy};
 
 /* ---------------- recording transport ---------------- */
 
@@ -211,9 +148,7 @@ static void world_up(void)
 	cr_assert_eq(iscsi_gw_attach_reactor(gw, 0, reactor), 0);
 	struct iscsi_target_conf tc = {.name = TARGET};
 	cr_assert_eq(iscsi_gw_add_target(gw, &tc), 0);
-	mem = calloc(1, sizeof(*mem));
-	mem->base.ops = &mem_ops;
-	mem->bytes = calloc(1, LUN_BYTES);
+	mem = mem_backend_create(LUN_BYTES);
 	volume = volume_create(&mem->base);
 	memset(&lun, 0, sizeof(lun));
 	lun.lun = 0;
@@ -237,7 +172,7 @@ static void world_up(void)
 static void settle(void)
 {
 	for (int i = 0; i < 64; i++) {
-		bool moved = mem_complete_all(mem);
+		bool moved = mem_backend_complete_all(mem);
 		moved |= fx_complete_sent(&xc);
 		reactor_poll_once(reactor, 0);
 		if (!moved && !mem->pending && !xc.queue)
@@ -256,7 +191,7 @@ static void world_down(void)
 	}
 	iscsi_gw_destroy(gw);
 	volume_destroy(volume);
-	mem_destroy(&mem->base);
+	backend_destroy(&mem->base);
 	line_pool_destroy(pool);
 	reactor_destroy(reactor);
 }
