@@ -11,16 +11,16 @@
 struct backend;
 
 struct backend_ops {
-	const char *name;
-	/* Same semantics as volume_submit(); io->op is any volume_op. */
-	void (*submit)(struct backend *b, struct volume_io *io);
-	uint64_t (*size)(const struct backend *b);
-	void (*destroy)(struct backend *b);
+        const char *name;
+        /* Same semantics as volume_submit(); io->op is any volume_op. */
+        void (*submit)(struct backend *b, struct volume_io *io);
+        uint64_t (*size)(const struct backend *b);
+        void (*destroy)(struct backend *b);
 };
 
 struct backend {
-	const struct backend_ops *ops;
-	char name[64];
+        const struct backend_ops *ops;
+        char name[64];
 };
 
 /* Opens (creating a sparse file if missing and size is given) a file or block device.
@@ -29,15 +29,15 @@ struct backend *backend_file_open(const char *path, uint64_t size, bool create);
 
 static inline void backend_submit(struct backend *b, struct volume_io *io)
 {
-	b->ops->submit(b, io);
+        b->ops->submit(b, io);
 }
 static inline uint64_t backend_size(const struct backend *b)
 {
-	return b->ops->size(b);
+        return b->ops->size(b);
 }
 static inline void backend_destroy(struct backend *b)
 {
-	b->ops->destroy(b);
+        b->ops->destroy(b);
 }
 
 #endif

@@ -12,15 +12,15 @@
 #define DPT_MAX_ENTRIES 65535u /* index 0xFFFF with tag 0xFFFF would be the reserved TTT */
 
 struct dpt_entry {
-	uint8_t *data_pointer; /* where byte data_offset of the transfer lands */
-	uint32_t data_offset;  /* buffer offset (in the command's data) of the first byte */
-	uint32_t data_length;
-	uint32_t received;     /* bytes placed so far */
-	uint32_t next_datasn;  /* DataSN expected next within this burst */
-	const void *owner;     /* the connection the R2T went out on */
-	void *task;
-	uint16_t tag;
-	bool in_use;
+        uint8_t *data_pointer; /* where byte data_offset of the transfer lands */
+        uint32_t data_offset;  /* buffer offset (in the command's data) of the first byte */
+        uint32_t data_length;
+        uint32_t received;    /* bytes placed so far */
+        uint32_t next_datasn; /* DataSN expected next within this burst */
+        const void *owner;    /* the connection the R2T went out on */
+        void *task;
+        uint16_t tag;
+        bool in_use;
 };
 
 struct dpt;
@@ -30,12 +30,11 @@ void dpt_destroy(struct dpt *d);
 
 /* Fills a free entry and returns its TTT, or ISCSI reserved 0xFFFFFFFF when the table is
  * full. The caller chooses the tag (per task). */
-uint32_t dpt_alloc(struct dpt *d, uint8_t *data_pointer, uint32_t data_offset,
-		   uint32_t data_length, const void *owner, void *task, uint16_t tag);
+uint32_t dpt_alloc(struct dpt *d, uint8_t *data_pointer, uint32_t data_offset, uint32_t data_length,
+                   const void *owner, void *task, uint16_t tag);
 /* Same, at a chosen index (for reproducing layouts in tests). */
-uint32_t dpt_alloc_at(struct dpt *d, unsigned index, uint8_t *data_pointer,
-		      uint32_t data_offset, uint32_t data_length, const void *owner, void *task,
-		      uint16_t tag);
+uint32_t dpt_alloc_at(struct dpt *d, unsigned index, uint8_t *data_pointer, uint32_t data_offset,
+                      uint32_t data_length, const void *owner, void *task, uint16_t tag);
 void dpt_free(struct dpt *d, uint32_t ttt);
 
 /* The live entry for ttt owned by owner, or NULL (unknown, stale, foreign). */

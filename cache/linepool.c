@@ -7,159 +7,159 @@
 #include "src/log.h"
 
 struct line_part {
-	uint8_t *base;
-	size_t line_size;
-	unsigned total;
-	unsigned free_count;
-	uint32_t *free_stack; /* indices of free lines; LIFO keeps hot lines hot */
+        uint8_t *base;
+        size_t line_size;
+        unsigned total;
+        unsigned free_count;
+        uint32_t *free_stack; /* indices of free lines; LIFO keeps hot lines hot */
 };
 
 struct line_pool {
-	uint8_t *base;
-	size_t bytes;
-	size_t line_size;
-	bool huge;
-	unsigned nparts;
-	struct line_part **parts;
+        uint8_t *base;
+        size_t bytes;
+        size_t line_size;
+        bool huge;
+        unsigned nparts;
+        struct line_part **parts;
 };
 
 static int part_init(struct line_part *part, void *base, size_t bytes, size_t line_size)
 {
-	part->base = base;
-	part->line_size = line_size;
-	part->total = (unsigned)(bytes / line_size);
-	part->free_stack = calloc(part->total ? part->total : 1, sizeof(uint32_t));
-	if (!part->free_stack)
-		return -1;
-	/* Lowest address on top so allocation order is predictable (tests rely on it). */
-	for (unsigned i = 0; i < part->total; i++)
-		part->free_stack[i] = part->total - 1 - i;
-	part->free_count = part->total;
-	return 0;
+        part->base = base;
+        part->line_size = line_size;
+        part->total = (unsigned)(bytes / line_size);
+        part->free_stack = calloc(part->total ? part->total : 1, sizeof(uint32_t));
+        if (!part->free_stack)
+                return -1;
+        /* Lowest address on top so allocation order is predictable (tests rely on it). */
+        for (unsigned i = 0; i < part->total; i++)
+                part->free_stack[i] = part->total - 1 - i;
+        part->free_count = part->total;
+        return 0;
 }
 
 struct line_part *line_part_create_at(void *base, size_t bytes, size_t line_size)
 {
-	struct line_part *part = calloc(1, sizeof(*part));
-	if (part && part_init(part, base, bytes, line_size) < 0) {
-		free(part);
-		return NULL;
-	}
-	return part;
+        struct line_part *part = calloc(1, sizeof(*part));
+        if (part && part_init(part, base, bytes, line_size) < 0) {
+                free(part);
+                return NULL;
+        }
+        return part;
 }
 
 void line_part_destroy(struct line_part *part)
 {
-	if (!part)
-		return;
-	free(part->free_stack);
-	free(part);
+        if (!part)
+                return;
+        free(part->free_stack);
+        free(part);
 }
 
 static void *map_region(size_t bytes, bool *huge)
 {
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
-	if (p != MAP_FAILED) {
-		*huge = true;
-		return p;
-	}
-	*huge = false;
-	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	madvise(p, bytes, MADV_HUGEPAGE);
-	return p;
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
+        if (p != MAP_FAILED) {
+                *huge = true;
+                return p;
+        }
+        *huge = false;
+        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+                return NULL;
+        madvise(p, bytes, MADV_HUGEPAGE);
+        return p;
 }
 
 struct line_pool *line_pool_create(size_t pool_bytes, size_t line_size, unsigned partitions)
 {
-	if (!line_size || (line_size & (line_size - 1)) || !partitions ||
-	    pool_bytes < line_size * partitions)
-		return NULL;
-	struct line_pool *p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	size_t per_part = pool_bytes / partitions / line_size * line_size;
-	p->bytes = per_part * partitions;
-	p->line_size = line_size;
-	p->base = map_region(p->bytes, &p->huge);
-	p->parts = calloc(partitions, sizeof(*p->parts));
-	if (!p->base || !p->parts)
-		goto fail;
-	p->nparts = partitions;
-	for (unsigned i = 0; i < partitions; i++) {
-		p->parts[i] = line_part_create_at(p->base + i * per_part, per_part, line_size);
-		if (!p->parts[i])
-			goto fail;
-	}
-	log_info("cache-line pool: %zu MiB in %zu KiB lines, %u partitions, %s pages",
-		 p->bytes >> 20, line_size >> 10, partitions, p->huge ? "huge" : "normal");
-	return p;
+        if (!line_size || (line_size & (line_size - 1)) || !partitions ||
+            pool_bytes < line_size * partitions)
+                return NULL;
+        struct line_pool *p = calloc(1, sizeof(*p));
+        if (!p)
+                return NULL;
+        size_t per_part = pool_bytes / partitions / line_size * line_size;
+        p->bytes = per_part * partitions;
+        p->line_size = line_size;
+        p->base = map_region(p->bytes, &p->huge);
+        p->parts = calloc(partitions, sizeof(*p->parts));
+        if (!p->base || !p->parts)
+                goto fail;
+        p->nparts = partitions;
+        for (unsigned i = 0; i < partitions; i++) {
+                p->parts[i] = line_part_create_at(p->base + i * per_part, per_part, line_size);
+                if (!p->parts[i])
+                        goto fail;
+        }
+        log_info("cache-line pool: %zu MiB in %zu KiB lines, %u partitions, %s pages",
+                 p->bytes >> 20, line_size >> 10, partitions, p->huge ? "huge" : "normal");
+        return p;
 fail:
-	line_pool_destroy(p);
-	return NULL;
+        line_pool_destroy(p);
+        return NULL;
 }
 
 void line_pool_destroy(struct line_pool *p)
 {
-	if (!p)
-		return;
-	for (unsigned i = 0; i < p->nparts; i++)
-		line_part_destroy(p->parts[i]);
-	free(p->parts);
-	if (p->base)
-		munmap(p->base, p->bytes);
-	free(p);
+        if (!p)
+                return;
+        for (unsigned i = 0; i < p->nparts; i++)
+                line_part_destroy(p->parts[i]);
+        free(p->parts);
+        if (p->base)
+                munmap(p->base, p->bytes);
+        free(p);
 }
 
 void *line_pool_base(const struct line_pool *p)
 {
-	return p->base;
+        return p->base;
 }
 
 size_t line_pool_bytes(const struct line_pool *p)
 {
-	return p->bytes;
+        return p->bytes;
 }
 
 size_t line_pool_line_size(const struct line_pool *p)
 {
-	return p->line_size;
+        return p->line_size;
 }
 
 bool line_pool_huge_pages(const struct line_pool *p)
 {
-	return p->huge;
+        return p->huge;
 }
 
 struct line_part *line_pool_part(struct line_pool *p, unsigned index)
 {
-	return index < p->nparts ? p->parts[index] : NULL;
+        return index < p->nparts ? p->parts[index] : NULL;
 }
 
 void *line_alloc(struct line_part *part)
 {
-	if (part->free_count == 0)
-		return NULL;
-	uint32_t idx = part->free_stack[part->free_count - 1];
-	__atomic_store_n(&part->free_count, part->free_count - 1, __ATOMIC_RELAXED);
-	return part->base + (size_t)idx * part->line_size;
+        if (part->free_count == 0)
+                return NULL;
+        uint32_t idx = part->free_stack[part->free_count - 1];
+        __atomic_store_n(&part->free_count, part->free_count - 1, __ATOMIC_RELAXED);
+        return part->base + (size_t)idx * part->line_size;
 }
 
 void line_free(struct line_part *part, void *line)
 {
-	size_t idx = (size_t)((uint8_t *)line - part->base) / part->line_size;
-	part->free_stack[part->free_count] = (uint32_t)idx;
-	__atomic_store_n(&part->free_count, part->free_count + 1, __ATOMIC_RELAXED);
+        size_t idx = (size_t)((uint8_t *)line - part->base) / part->line_size;
+        part->free_stack[part->free_count] = (uint32_t)idx;
+        __atomic_store_n(&part->free_count, part->free_count + 1, __ATOMIC_RELAXED);
 }
 
 unsigned line_part_total(const struct line_part *part)
 {
-	return part->total;
+        return part->total;
 }
 
 unsigned line_part_free(const struct line_part *part)
 {
-	return __atomic_load_n(&part->free_count, __ATOMIC_RELAXED);
+        return __atomic_load_n(&part->free_count, __ATOMIC_RELAXED);
 }

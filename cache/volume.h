@@ -13,27 +13,27 @@ struct volume;
 struct backend;
 
 enum volume_op {
-	VOLUME_READ,
-	VOLUME_WRITE,
-	VOLUME_FLUSH,        /* everything acknowledged so far reaches stable storage */
-	VOLUME_UNMAP,        /* the range may read back as zeroes */
-	VOLUME_WRITE_ZEROES, /* the range reads back as zeroes */
+        VOLUME_READ,
+        VOLUME_WRITE,
+        VOLUME_FLUSH,        /* everything acknowledged so far reaches stable storage */
+        VOLUME_UNMAP,        /* the range may read back as zeroes */
+        VOLUME_WRITE_ZEROES, /* the range reads back as zeroes */
 };
 
 struct volume_io {
-	enum volume_op op;
-	uint64_t offset; /* bytes */
-	uint64_t length; /* bytes */
-	struct iovec *iov;
-	int iovcnt;
-	bool fua; /* complete only once on stable storage */
-	struct reactor *reactor;
-	void (*done)(struct volume_io *io, int result); /* 0 or -errno */
-	void *priv;                                     /* the caller's */
-	/* Owned by the implementation while the I/O is in flight. Implementations never
-	 * call done() from inside volume_submit(). */
-	uint64_t impl[8];
-	int64_t impl_res;
+        enum volume_op op;
+        uint64_t offset; /* bytes */
+        uint64_t length; /* bytes */
+        struct iovec *iov;
+        int iovcnt;
+        bool fua; /* complete only once on stable storage */
+        struct reactor *reactor;
+        void (*done)(struct volume_io *io, int result); /* 0 or -errno */
+        void *priv;                                     /* the caller's */
+        /* Owned by the implementation while the I/O is in flight. Implementations never
+         * call done() from inside volume_submit(). */
+        uint64_t impl[8];
+        int64_t impl_res;
 };
 
 struct volume *volume_create(struct backend *backend);

@@ -18,29 +18,29 @@ struct xport_conn;
 struct iscsi_transport_ops;
 
 struct iscsi_gw_conf {
-	uint32_t max_recv_dsl; /* ours, declared to initiators */
-	uint32_t max_burst;
-	uint32_t first_burst;
-	uint32_t max_outstanding_r2t;
-	bool immediate_data;
-	bool initial_r2t;
-	uint32_t queue_depth;    /* commands per session (CmdSN window) */
-	uint32_t nop_interval_s; /* 0: no target NOP-In */
-	uint32_t nop_timeout_s;
-	const char *discovery_chap_user, *discovery_chap_secret;
-	struct line_pool *pool;
-	unsigned nreactors;
+        uint32_t max_recv_dsl; /* ours, declared to initiators */
+        uint32_t max_burst;
+        uint32_t first_burst;
+        uint32_t max_outstanding_r2t;
+        bool immediate_data;
+        bool initial_r2t;
+        uint32_t queue_depth;    /* commands per session (CmdSN window) */
+        uint32_t nop_interval_s; /* 0: no target NOP-In */
+        uint32_t nop_timeout_s;
+        const char *discovery_chap_user, *discovery_chap_secret;
+        struct line_pool *pool;
+        unsigned nreactors;
 };
 
 struct iscsi_target_conf {
-	const char *name;
-	const char *alias;
-	const char *chap_user, *chap_secret;
-	const char *mutual_user, *mutual_secret;
-	const char *const *allow; /* initiator names; NULL or "*" entry: everyone */
-	unsigned nallow;
-	const char *const *portals; /* "addr:port" advertised in SendTargets; NULL: all */
-	unsigned nportals;
+        const char *name;
+        const char *alias;
+        const char *chap_user, *chap_secret;
+        const char *mutual_user, *mutual_secret;
+        const char *const *allow; /* initiator names; NULL or "*" entry: everyone */
+        unsigned nallow;
+        const char *const *portals; /* "addr:port" advertised in SendTargets; NULL: all */
+        unsigned nportals;
 };
 
 struct iscsi_gw *iscsi_gw_create(const struct iscsi_gw_conf *conf);
@@ -53,8 +53,8 @@ int iscsi_gw_attach_reactor(struct iscsi_gw *gw, unsigned index, struct reactor 
 
 /* A new transport connection on reactor index ri. */
 struct iscsi_conn *iscsi_conn_create(struct iscsi_gw *gw, unsigned ri,
-				     const struct iscsi_transport_ops *ops, struct xport_conn *xc,
-				     const char *portal, const char *peer);
+                                     const struct iscsi_transport_ops *ops, struct xport_conn *xc,
+                                     const char *portal, const char *peer);
 
 /* Closes every connection (from any thread; waits until they are gone). */
 void iscsi_gw_close_all(struct iscsi_gw *gw);

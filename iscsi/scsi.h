@@ -106,9 +106,9 @@ struct scsi_lun {
                 bool spc2_held; /* SPC-2 reservation by spc2_holder */
                 struct scsi_nexus_id spc2_holder;
                 uint32_t generation;
-                bool held;           /* persistent reservation: type, holder */
-                uint8_t type;        /* 1 WE, 3 EA, 5 WERO, 6 EARO, 7 WEAR, 8 EAAR */
-                int holder;          /* index in regs (not for all-registrants types) */
+                bool held;    /* persistent reservation: type, holder */
+                uint8_t type; /* 1 WE, 3 EA, 5 WERO, 6 EARO, 7 WEAR, 8 EAAR */
+                int holder;   /* index in regs (not for all-registrants types) */
                 struct scsi_pr_reg regs[SCSI_PR_MAX_REGS];
         } pr;
         /* Serialises COMPARE AND WRITE on this LU. */
@@ -142,7 +142,7 @@ struct scsi_cmd {
          * outlive the command. NULL: an anonymous nexus (tests). */
         const char *initiator;
         const uint8_t *isid;
-        struct reactor *reactor;  /* NULL only in tests: everything then runs inline */
+        struct reactor *reactor; /* NULL only in tests: everything then runs inline */
         void (*done)(struct scsi_cmd *cmd);
         void *priv; /* the caller's */
 

@@ -5,9 +5,10 @@
  *
  * State lives in the LU (struct scsi_lun.pr) under a spinlock; nothing is saved, so APTPL
  * is refused and PTPL_C is reported clear. The SPC-2 reservation ends with its I_T nexus
- * and with LU resets (scsi_lun_nexus_lost, scsi_lun_reset, called by the transport). Not implemented: REGISTER AND MOVE, SPEC_I_PT,
- * ALL_TG_PT, unit attentions to other I_T nexuses (RESERVATIONS PREEMPTED / RELEASED,
- * REGISTRATIONS PREEMPTED), and the task abort part of PREEMPT AND ABORT. */
+ * and with LU resets (scsi_lun_nexus_lost, scsi_lun_reset, called by the transport). Not
+ * implemented: REGISTER AND MOVE, SPEC_I_PT, ALL_TG_PT, unit attentions to other I_T nexuses
+ * (RESERVATIONS PREEMPTED / RELEASED, REGISTRATIONS PREEMPTED), and the task abort part of PREEMPT
+ * AND ABORT. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,8 +197,7 @@ bool scsi_pr_check(struct scsi_cmd *cmd)
         } else if (lun->pr.held && !pr_always_allowed(opcode) &&
                    !(opcode == 0x9e && (cmd->cdb[1] & 0x1f) == 0x10)) { /* READ CAPACITY 16 */
                 int i = reg_find(lun, &id);
-                bool access = reg_is_holder(lun, i) ||
-                              (i >= 0 && type_registrants(lun->pr.type));
+                bool access = reg_is_holder(lun, i) || (i >= 0 && type_registrants(lun->pr.type));
                 if (!access) {
                         if (type_exclusive_access(lun->pr.type))
                                 ok = false;
@@ -282,9 +282,9 @@ enum scsi_cmd_state spc_release(struct scsi_cmd *cmd)
 static uint32_t put_transport_id(uint8_t *p, const struct scsi_nexus_id *id)
 {
         char s[260];
-        int n = snprintf(s, sizeof(s), "%s,i,0x%02x%02x%02x%02x%02x%02x", id->initiator,
-                         id->isid[0], id->isid[1], id->isid[2], id->isid[3], id->isid[4],
-                         id->isid[5]);
+        int n =
+            snprintf(s, sizeof(s), "%s,i,0x%02x%02x%02x%02x%02x%02x", id->initiator, id->isid[0],
+                     id->isid[1], id->isid[2], id->isid[3], id->isid[4], id->isid[5]);
         uint32_t len = ((uint32_t)n + 1 + 3) & ~3u;
         if (len < 20)
                 len = 20;
@@ -477,12 +477,10 @@ static uint8_t pr_out_locked(struct scsi_cmd *cmd, const uint8_t *p)
                         lun->pr.holder = self;
                 } else {
                         if (sark == 0) {
-                                scsi_set_sense(cmd, SK_ILLEGAL_REQUEST,
-                                               ASC_INVALID_FIELD_IN_PARAM);
+                                scsi_set_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
                                 return SCSI_STATUS_CHECK_CONDITION;
                         }
-                        if (remove_key(lun, sark, self) == 0 &&
-                            lun->pr.regs[self].key != sark)
+                        if (remove_key(lun, sark, self) == 0 && lun->pr.regs[self].key != sark)
                                 return SCSI_STATUS_RESERVATION_CONFLICT;
                 }
                 lun->pr.generation++;

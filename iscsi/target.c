@@ -13,232 +13,231 @@
 
 struct iscsi_gw *iscsi_gw_create(const struct iscsi_gw_conf *conf)
 {
-	struct iscsi_gw *gw = calloc(1, sizeof(*gw));
-	if (!gw)
-		return NULL;
-	gw->conf = *conf;
-	if (!gw->conf.queue_depth)
-		gw->conf.queue_depth = 128;
-	pthread_mutex_init(&gw->sessions_lock, NULL);
-	if (conf->discovery_chap_user && conf->discovery_chap_secret) {
-		gw->discovery_chap = true;
-		gw->discovery_auth.chap_user = strdup(conf->discovery_chap_user);
-		gw->discovery_auth.chap_secret = strdup(conf->discovery_chap_secret);
-	}
-	return gw;
+        struct iscsi_gw *gw = calloc(1, sizeof(*gw));
+        if (!gw)
+                return NULL;
+        gw->conf = *conf;
+        if (!gw->conf.queue_depth)
+                gw->conf.queue_depth = 128;
+        pthread_mutex_init(&gw->sessions_lock, NULL);
+        if (conf->discovery_chap_user && conf->discovery_chap_secret) {
+                gw->discovery_chap = true;
+                gw->discovery_auth.chap_user = strdup(conf->discovery_chap_user);
+                gw->discovery_auth.chap_secret = strdup(conf->discovery_chap_secret);
+        }
+        return gw;
 }
 
 static void free_strv(char **v, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
+        for (unsigned i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
 }
 
 static void target_destroy(struct iscsi_target *t)
 {
-	free(t->chap_user);
-	free(t->chap_secret);
-	free(t->mutual_user);
-	free(t->mutual_secret);
-	free_strv(t->allow, t->nallow);
-	free_strv(t->portals, t->nportals);
-	free(t);
+        free(t->chap_user);
+        free(t->chap_secret);
+        free(t->mutual_user);
+        free(t->mutual_secret);
+        free_strv(t->allow, t->nallow);
+        free_strv(t->portals, t->nportals);
+        free(t);
 }
 
 void iscsi_gw_destroy(struct iscsi_gw *gw)
 {
-	if (!gw)
-		return;
-	for (unsigned i = 0; i < gw->ntargets; i++)
-		target_destroy(gw->targets[i]);
-	for (unsigned i = 0; i < gw->nreactors; i++) {
-		if (!gw->rctx[i])
-			continue;
-		dpt_destroy(gw->rctx[i]->dpt);
-		free(gw->rctx[i]);
-	}
-	free((char *)gw->discovery_auth.chap_user);
-	free((char *)gw->discovery_auth.chap_secret);
-	pthread_mutex_destroy(&gw->sessions_lock);
-	free(gw);
+        if (!gw)
+                return;
+        for (unsigned i = 0; i < gw->ntargets; i++)
+                target_destroy(gw->targets[i]);
+        for (unsigned i = 0; i < gw->nreactors; i++) {
+                if (!gw->rctx[i])
+                        continue;
+                dpt_destroy(gw->rctx[i]->dpt);
+                free(gw->rctx[i]);
+        }
+        free((char *)gw->discovery_auth.chap_user);
+        free((char *)gw->discovery_auth.chap_secret);
+        pthread_mutex_destroy(&gw->sessions_lock);
+        free(gw);
 }
 
 int iscsi_gw_add_portal(struct iscsi_gw *gw, const char *addr, uint16_t port)
 {
-	if (gw->nportals == ISCSI_MAX_PORTALS)
-		return -1;
-	bool v6 = strchr(addr, ':') != NULL;
-	snprintf(gw->portals[gw->nportals++], sizeof(gw->portals[0]), v6 ? "[%s]:%u" : "%s:%u",
-		 addr, port);
-	return 0;
+        if (gw->nportals == ISCSI_MAX_PORTALS)
+                return -1;
+        bool v6 = strchr(addr, ':') != NULL;
+        snprintf(gw->portals[gw->nportals++], sizeof(gw->portals[0]), v6 ? "[%s]:%u" : "%s:%u",
+                 addr, port);
+        return 0;
 }
 
 static char *dup_or_null(const char *s)
 {
-	return s && *s ? strdup(s) : NULL;
+        return s && *s ? strdup(s) : NULL;
 }
 
 static char **dup_strv(const char *const *v, unsigned n)
 {
-	char **out = calloc(n ? n : 1, sizeof(*out));
-	for (unsigned i = 0; out && i < n; i++)
-		out[i] = strdup(v[i]);
-	return out;
+        char **out = calloc(n ? n : 1, sizeof(*out));
+        for (unsigned i = 0; out && i < n; i++)
+                out[i] = strdup(v[i]);
+        return out;
 }
 
 int iscsi_gw_add_target(struct iscsi_gw *gw, const struct iscsi_target_conf *tc)
 {
-	if (gw->ntargets == ISCSI_MAX_TARGETS || target_find(gw, tc->name))
-		return -1;
-	struct iscsi_target *t = calloc(1, sizeof(*t));
-	if (!t)
-		return -1;
-	snprintf(t->name, sizeof(t->name), "%s", tc->name);
-	snprintf(t->alias, sizeof(t->alias), "%s", tc->alias ? tc->alias : "");
-	t->chap_user = dup_or_null(tc->chap_user);
-	t->chap_secret = dup_or_null(tc->chap_secret);
-	t->mutual_user = dup_or_null(tc->mutual_user);
-	t->mutual_secret = dup_or_null(tc->mutual_secret);
-	t->allow = dup_strv(tc->allow, tc->nallow);
-	t->nallow = tc->nallow;
-	t->portals = dup_strv(tc->portals, tc->nportals);
-	t->nportals = tc->nportals;
-	gw->targets[gw->ntargets++] = t;
-	return 0;
+        if (gw->ntargets == ISCSI_MAX_TARGETS || target_find(gw, tc->name))
+                return -1;
+        struct iscsi_target *t = calloc(1, sizeof(*t));
+        if (!t)
+                return -1;
+        snprintf(t->name, sizeof(t->name), "%s", tc->name);
+        snprintf(t->alias, sizeof(t->alias), "%s", tc->alias ? tc->alias : "");
+        t->chap_user = dup_or_null(tc->chap_user);
+        t->chap_secret = dup_or_null(tc->chap_secret);
+        t->mutual_user = dup_or_null(tc->mutual_user);
+        t->mutual_secret = dup_or_null(tc->mutual_secret);
+        t->allow = dup_strv(tc->allow, tc->nallow);
+        t->nallow = tc->nallow;
+        t->portals = dup_strv(tc->portals, tc->nportals);
+        t->nportals = tc->nportals;
+        gw->targets[gw->ntargets++] = t;
+        return 0;
 }
 
 int iscsi_gw_add_lun(struct iscsi_gw *gw, const char *target, struct scsi_lun *lun)
 {
-	struct iscsi_target *t = target_find(gw, target);
-	if (!t || t->nluns == ISCSI_MAX_LUNS || target_lun(t, lun->lun))
-		return -1;
-	t->lun_ids[t->nluns] = lun->lun;
-	t->luns[t->nluns++] = lun;
-	return 0;
+        struct iscsi_target *t = target_find(gw, target);
+        if (!t || t->nluns == ISCSI_MAX_LUNS || target_lun(t, lun->lun))
+                return -1;
+        t->lun_ids[t->nluns] = lun->lun;
+        t->luns[t->nluns++] = lun;
+        return 0;
 }
 
 int iscsi_gw_attach_reactor(struct iscsi_gw *gw, unsigned index, struct reactor *r)
 {
-	if (index >= ISCSI_MAX_REACTORS)
-		return -1;
-	struct iscsi_reactor_ctx *rc = calloc(1, sizeof(*rc));
-	if (!rc)
-		return -1;
-	rc->gw = gw;
-	rc->reactor = r;
-	rc->index = index;
-	rc->dpt = dpt_create(DPT_MAX_ENTRIES);
-	rc->lines = line_pool_part(gw->conf.pool, index);
-	rc->line_size = line_pool_line_size(gw->conf.pool);
-	rc->next_tag = (uint16_t)(index * 0x1000 + 1);
-	if (!rc->dpt || !rc->lines) {
-		dpt_destroy(rc->dpt);
-		free(rc);
-		return -1;
-	}
-	gw->rctx[index] = rc;
-	if (index >= gw->nreactors)
-		gw->nreactors = index + 1;
-	return 0;
+        if (index >= ISCSI_MAX_REACTORS)
+                return -1;
+        struct iscsi_reactor_ctx *rc = calloc(1, sizeof(*rc));
+        if (!rc)
+                return -1;
+        rc->gw = gw;
+        rc->reactor = r;
+        rc->index = index;
+        rc->dpt = dpt_create(DPT_MAX_ENTRIES);
+        rc->lines = line_pool_part(gw->conf.pool, index);
+        rc->line_size = line_pool_line_size(gw->conf.pool);
+        rc->next_tag = (uint16_t)(index * 0x1000 + 1);
+        if (!rc->dpt || !rc->lines) {
+                dpt_destroy(rc->dpt);
+                free(rc);
+                return -1;
+        }
+        gw->rctx[index] = rc;
+        if (index >= gw->nreactors)
+                gw->nreactors = index + 1;
+        return 0;
 }
 
 struct iscsi_target *target_find(struct iscsi_gw *gw, const char *name)
 {
-	for (unsigned i = 0; i < gw->ntargets; i++)
-		if (strcasecmp(gw->targets[i]->name, name) == 0)
-			return gw->targets[i];
-	return NULL;
+        for (unsigned i = 0; i < gw->ntargets; i++)
+                if (strcasecmp(gw->targets[i]->name, name) == 0)
+                        return gw->targets[i];
+        return NULL;
 }
 
 bool target_allows(const struct iscsi_target *t, const char *initiator)
 {
-	if (t->nallow == 0)
-		return true;
-	for (unsigned i = 0; i < t->nallow; i++)
-		if (strcmp(t->allow[i], "*") == 0 || strcasecmp(t->allow[i], initiator) == 0)
-			return true;
-	return false;
+        if (t->nallow == 0)
+                return true;
+        for (unsigned i = 0; i < t->nallow; i++)
+                if (strcmp(t->allow[i], "*") == 0 || strcasecmp(t->allow[i], initiator) == 0)
+                        return true;
+        return false;
 }
 
 struct scsi_lun *target_lun(const struct iscsi_target *t, uint64_t lun)
 {
-	if (!t)
-		return NULL;
-	for (unsigned i = 0; i < t->nluns; i++)
-		if (t->lun_ids[i] == lun)
-			return t->luns[i];
-	return NULL;
+        if (!t)
+                return NULL;
+        for (unsigned i = 0; i < t->nluns; i++)
+                if (t->lun_ids[i] == lun)
+                        return t->luns[i];
+        return NULL;
 }
 
 int target_lun_index(const struct iscsi_target *t, uint64_t lun)
 {
-	for (unsigned i = 0; t && i < t->nluns; i++)
-		if (t->lun_ids[i] == lun)
-			return (int)i;
-	return -1;
+        for (unsigned i = 0; t && i < t->nluns; i++)
+                if (t->lun_ids[i] == lun)
+                        return (int)i;
+        return -1;
 }
 
 void target_note_reset(struct iscsi_target *t, int i)
 {
-	for (unsigned k = 0; k < t->nluns; k++) {
-		if (i >= 0 && (int)k != i)
-			continue;
-		/* SAM-5: every I_T nexus, the resetting one included, sees the UA. */
-		__atomic_add_fetch(&t->lun_reset_gen[k], 1, __ATOMIC_RELAXED);
-		scsi_lun_reset(t->luns[k]); /* ends the SPC-2 reservation */
-	}
+        for (unsigned k = 0; k < t->nluns; k++) {
+                if (i >= 0 && (int)k != i)
+                        continue;
+                /* SAM-5: every I_T nexus, the resetting one included, sees the UA. */
+                __atomic_add_fetch(&t->lun_reset_gen[k], 1, __ATOMIC_RELAXED);
+                scsi_lun_reset(t->luns[k]); /* ends the SPC-2 reservation */
+        }
 }
 
 bool session_take_ua(struct iscsi_session *s, int i)
 {
-	if (!s->target || i < 0)
-		return false;
-	uint32_t gen = __atomic_load_n(&s->target->lun_reset_gen[i], __ATOMIC_RELAXED);
-	if (s->seen_reset_gen[i] == gen)
-		return false;
-	s->seen_reset_gen[i] = gen;
-	return true;
+        if (!s->target || i < 0)
+                return false;
+        uint32_t gen = __atomic_load_n(&s->target->lun_reset_gen[i], __ATOMIC_RELAXED);
+        if (s->seen_reset_gen[i] == gen)
+                return false;
+        s->seen_reset_gen[i] = gen;
+        return true;
 }
 
 /* SAM LUN structure: peripheral (00b) and flat (01b) addressing of one level. */
 uint64_t lun_from_wire(uint64_t wire)
 {
-	uint8_t b0 = (uint8_t)(wire >> 56), b1 = (uint8_t)(wire >> 48);
-	uint64_t rest = wire & 0x0000ffffffffffffull;
-	switch (b0 >> 6) {
-	case 0:
-		return rest == 0 ? b1 | (uint64_t)(b0 & 0x3f) << 8 : UINT64_MAX;
-	case 1:
-		return rest == 0 ? ((uint64_t)(b0 & 0x3f) << 8 | b1) : UINT64_MAX;
-	default:
-		return UINT64_MAX;
-	}
+        uint8_t b0 = (uint8_t)(wire >> 56), b1 = (uint8_t)(wire >> 48);
+        uint64_t rest = wire & 0x0000ffffffffffffull;
+        switch (b0 >> 6) {
+        case 0:
+                return rest == 0 ? b1 | (uint64_t)(b0 & 0x3f) << 8 : UINT64_MAX;
+        case 1:
+                return rest == 0 ? ((uint64_t)(b0 & 0x3f) << 8 | b1) : UINT64_MAX;
+        default:
+                return UINT64_MAX;
+        }
 }
 
-static void add_target_entry(struct iscsi_gw *gw, const struct iscsi_target *t,
-			     struct textbuf *out)
+static void add_target_entry(struct iscsi_gw *gw, const struct iscsi_target *t, struct textbuf *out)
 {
-	textbuf_add(out, "TargetName", t->name);
-	if (t->nportals) {
-		for (unsigned i = 0; i < t->nportals; i++)
-			textbuf_addf(out, "TargetAddress", "%s,1", t->portals[i]);
-		return;
-	}
-	for (unsigned i = 0; i < gw->nportals; i++)
-		textbuf_addf(out, "TargetAddress", "%s,1", gw->portals[i]);
+        textbuf_add(out, "TargetName", t->name);
+        if (t->nportals) {
+                for (unsigned i = 0; i < t->nportals; i++)
+                        textbuf_addf(out, "TargetAddress", "%s,1", t->portals[i]);
+                return;
+        }
+        for (unsigned i = 0; i < gw->nportals; i++)
+                textbuf_addf(out, "TargetAddress", "%s,1", gw->portals[i]);
 }
 
 int target_send_targets(struct iscsi_gw *gw, const char *value, const char *initiator,
-			struct textbuf *out)
+                        struct textbuf *out)
 {
-	bool all = strcmp(value, "All") == 0;
-	for (unsigned i = 0; i < gw->ntargets; i++) {
-		const struct iscsi_target *t = gw->targets[i];
-		if (!target_allows(t, initiator))
-			continue;
-		if (all || (value[0] && strcasecmp(value, t->name) == 0))
-			add_target_entry(gw, t, out);
-	}
-	return out->failed ? -1 : 0;
+        bool all = strcmp(value, "All") == 0;
+        for (unsigned i = 0; i < gw->ntargets; i++) {
+                const struct iscsi_target *t = gw->targets[i];
+                if (!target_allows(t, initiator))
+                        continue;
+                if (all || (value[0] && strcasecmp(value, t->name) == 0))
+                        add_target_entry(gw, t, out);
+        }
+        return out->failed ? -1 : 0;
 }

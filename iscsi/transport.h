@@ -18,51 +18,51 @@ struct iscsi_conn; /* the iSCSI layer's connection */
 /* A target PDU on its way out. Data segment buffers are referenced, not copied; they stay
  * valid until sent() is called (then they may be reused or freed). */
 struct tx_pdu {
-	struct iscsi_bhs bhs;
-	struct iovec data[TX_PDU_MAX_IOV];
-	int data_iovcnt;
-	uint32_t data_len;
-	void *owned; /* freed with the PDU */
-	void (*sent)(struct tx_pdu *pdu);
-	void *sent_arg;
-	struct tx_pdu *next;
-	/* Transport private framing state */
-	uint8_t hdr_digest[4];
-	uint8_t data_digest[4];
-	uint8_t pad[4];
-	uint64_t wire_done;
-	uint64_t wire_total;
+        struct iscsi_bhs bhs;
+        struct iovec data[TX_PDU_MAX_IOV];
+        int data_iovcnt;
+        uint32_t data_len;
+        void *owned; /* freed with the PDU */
+        void (*sent)(struct tx_pdu *pdu);
+        void *sent_arg;
+        struct tx_pdu *next;
+        /* Transport private framing state */
+        uint8_t hdr_digest[4];
+        uint8_t data_digest[4];
+        uint8_t pad[4];
+        uint64_t wire_done;
+        uint64_t wire_total;
 };
 
 struct iscsi_transport_ops {
-	const char *name; /* "tcp", "iser" */
-	/* Queue pdu for sending in order; the transport calls sent() and frees the PDU later,
-	 * never from within send_pdu itself (callers may hold state sent() releases). */
-	void (*send_pdu)(struct xport_conn *xc, struct tx_pdu *pdu);
-	/* Switch digests on after login (they apply from the next PDU each way). */
-	void (*set_digests)(struct xport_conn *xc, bool header, bool data);
-	/* Largest data segment this side accepts (our MaxRecvDataSegmentLength). */
-	void (*set_max_recv_dsl)(struct xport_conn *xc, uint32_t dsl);
-	/* Start tearing the connection down; iscsi_conn_closed() follows once nothing the
-	 * transport holds references iSCSI-layer memory. Idempotent. */
-	void (*close)(struct xport_conn *xc, const char *reason);
-	/* Stop or resume reading new PDUs (back-pressure). */
-	void (*pause_rx)(struct xport_conn *xc, bool paused);
+        const char *name; /* "tcp", "iser" */
+        /* Queue pdu for sending in order; the transport calls sent() and frees the PDU later,
+         * never from within send_pdu itself (callers may hold state sent() releases). */
+        void (*send_pdu)(struct xport_conn *xc, struct tx_pdu *pdu);
+        /* Switch digests on after login (they apply from the next PDU each way). */
+        void (*set_digests)(struct xport_conn *xc, bool header, bool data);
+        /* Largest data segment this side accepts (our MaxRecvDataSegmentLength). */
+        void (*set_max_recv_dsl)(struct xport_conn *xc, uint32_t dsl);
+        /* Start tearing the connection down; iscsi_conn_closed() follows once nothing the
+         * transport holds references iSCSI-layer memory. Idempotent. */
+        void (*close)(struct xport_conn *xc, const char *reason);
+        /* Stop or resume reading new PDUs (back-pressure). */
+        void (*pause_rx)(struct xport_conn *xc, bool paused);
 };
 
 /* Where a received PDU's data segment goes. */
 struct rx_dest {
-	struct iovec iov[48]; /* a 1 MiB segment over 32 KiB lines, plus a scratch tail */
-	int iovcnt; /* 0 with discard=true: read and throw away */
-	bool discard;
-	bool placed; /* data lands in a cache line (counted as zero-copy write data) */
+        struct iovec iov[48]; /* a 1 MiB segment over 32 KiB lines, plus a scratch tail */
+        int iovcnt;           /* 0 with discard=true: read and throw away */
+        bool discard;
+        bool placed; /* data lands in a cache line (counted as zero-copy write data) */
 };
 
 /* Callbacks into the iSCSI layer, called on the connection's reactor. */
 /* A header (BHS; AHS in ahs/ahs_len) has arrived. Returns 0 and fills dest for the data
  * segment, or -1 to drop the connection (already logged). */
 int iscsi_conn_rx_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, const uint8_t *ahs,
-			 uint32_t ahs_len, struct rx_dest *dest);
+                         uint32_t ahs_len, struct rx_dest *dest);
 /* The PDU whose header came last is complete; digest_ok is false on a data digest error. */
 void iscsi_conn_rx_pdu(struct iscsi_conn *c, bool data_digest_ok);
 /* A header digest error, unreadable framing or peer close: the transport is closing. */

@@ -20,394 +20,395 @@
 #include "src/status.h"
 
 struct daemon_lun {
-	const struct config_target *target;
-	const struct config_lun *conf;
-	struct backend *backend;
-	struct volume *volume;
-	struct scsi_lun scsi;
+        const struct config_target *target;
+        const struct config_lun *conf;
+        struct backend *backend;
+        struct volume *volume;
+        struct scsi_lun scsi;
 };
 
 struct daemon {
-	const struct config *cfg;
-	char *config_path;
-	uint64_t started_ns;
-	struct reactor *reactors[CONFIG_MAX_REACTORS];
-	unsigned nreactors;
-	struct line_pool *pool;
-	struct iscsi_gw *gw;
-	struct portal_mgr *portals;
-	struct daemon_lun *luns;
-	unsigned nluns;
-	struct status_server *status;
+        const struct config *cfg;
+        char *config_path;
+        uint64_t started_ns;
+        struct reactor *reactors[CONFIG_MAX_REACTORS];
+        unsigned nreactors;
+        struct line_pool *pool;
+        struct iscsi_gw *gw;
+        struct portal_mgr *portals;
+        struct daemon_lun *luns;
+        unsigned nluns;
+        struct status_server *status;
 };
 
 static int mkdir_p(const char *path)
 {
-	char buf[4096];
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
+        char buf[4096];
+        snprintf(buf, sizeof(buf), "%s", path);
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return -1;
+                *p = '/';
+        }
+        return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
 static int start_reactors(struct daemon *d)
 {
-	d->nreactors = d->cfg->reactors;
-	for (unsigned i = 0; i < d->nreactors; i++) {
-		d->reactors[i] = reactor_create(i);
-		if (!d->reactors[i] || reactor_start(d->reactors[i]) < 0)
-			return -1;
-	}
-	return 0;
+        d->nreactors = d->cfg->reactors;
+        for (unsigned i = 0; i < d->nreactors; i++) {
+                d->reactors[i] = reactor_create(i);
+                if (!d->reactors[i] || reactor_start(d->reactors[i]) < 0)
+                        return -1;
+        }
+        return 0;
 }
 
 static int build_gw(struct daemon *d)
 {
-	const struct config *cfg = d->cfg;
-	struct iscsi_gw_conf gc = {
-		.max_recv_dsl = cfg->iscsi.max_recv_data_segment_length,
-		.max_burst = cfg->iscsi.max_burst_length,
-		.first_burst = cfg->iscsi.first_burst_length,
-		.max_outstanding_r2t = cfg->iscsi.max_outstanding_r2t,
-		.immediate_data = cfg->iscsi.immediate_data,
-		.initial_r2t = cfg->iscsi.initial_r2t,
-		.queue_depth = 128,
-		.nop_interval_s = cfg->nop_interval,
-		.nop_timeout_s = cfg->nop_timeout,
-		.discovery_chap_user = cfg->discovery_chap.user,
-		.discovery_chap_secret = cfg->discovery_chap.secret,
-		.pool = d->pool,
-		.nreactors = d->nreactors,
-	};
-	d->gw = iscsi_gw_create(&gc);
-	if (!d->gw)
-		return -1;
-	for (unsigned i = 0; i < d->nreactors; i++)
-		if (iscsi_gw_attach_reactor(d->gw, i, d->reactors[i]) < 0)
-			return -1;
-	return 0;
+        const struct config *cfg = d->cfg;
+        struct iscsi_gw_conf gc = {
+            .max_recv_dsl = cfg->iscsi.max_recv_data_segment_length,
+            .max_burst = cfg->iscsi.max_burst_length,
+            .first_burst = cfg->iscsi.first_burst_length,
+            .max_outstanding_r2t = cfg->iscsi.max_outstanding_r2t,
+            .immediate_data = cfg->iscsi.immediate_data,
+            .initial_r2t = cfg->iscsi.initial_r2t,
+            .queue_depth = 128,
+            .nop_interval_s = cfg->nop_interval,
+            .nop_timeout_s = cfg->nop_timeout,
+            .discovery_chap_user = cfg->discovery_chap.user,
+            .discovery_chap_secret = cfg->discovery_chap.secret,
+            .pool = d->pool,
+            .nreactors = d->nreactors,
+        };
+        d->gw = iscsi_gw_create(&gc);
+        if (!d->gw)
+                return -1;
+        for (unsigned i = 0; i < d->nreactors; i++)
+                if (iscsi_gw_attach_reactor(d->gw, i, d->reactors[i]) < 0)
+                        return -1;
+        return 0;
 }
 
 static void portal_string(const struct config_portal *p, char *buf, size_t len)
 {
-	snprintf(buf, len, strchr(p->address, ':') ? "[%s]:%u" : "%s:%u", p->address, p->port);
+        snprintf(buf, len, strchr(p->address, ':') ? "[%s]:%u" : "%s:%u", p->address, p->port);
 }
 
 static int add_targets(struct daemon *d)
 {
-	const struct config *cfg = d->cfg;
-	for (unsigned i = 0; i < cfg->ntargets; i++) {
-		const struct config_target *t = &cfg->targets[i];
-		char pbuf[32][80];
-		const char *pv[32];
-		unsigned np = t->nportals < 32 ? t->nportals : 32;
-		for (unsigned k = 0; k < np; k++) {
-			portal_string(t->portals[k], pbuf[k], sizeof(pbuf[k]));
-			pv[k] = pbuf[k];
-		}
-		struct iscsi_target_conf tc = {
-			.name = t->name,
-			.alias = t->alias,
-			.chap_user = t->chap.user,
-			.chap_secret = t->chap.secret,
-			.mutual_user = t->chap.mutual_user,
-			.mutual_secret = t->chap.mutual_secret,
-			.allow = (const char *const *)t->allow,
-			.nallow = t->allow_any ? 0 : t->nallow,
-			.portals = pv,
-			.nportals = np,
-		};
-		if (iscsi_gw_add_target(d->gw, &tc) < 0) {
-			log_err("cannot add target %s", t->name);
-			return -1;
-		}
-	}
-	return 0;
+        const struct config *cfg = d->cfg;
+        for (unsigned i = 0; i < cfg->ntargets; i++) {
+                const struct config_target *t = &cfg->targets[i];
+                char pbuf[32][80];
+                const char *pv[32];
+                unsigned np = t->nportals < 32 ? t->nportals : 32;
+                for (unsigned k = 0; k < np; k++) {
+                        portal_string(t->portals[k], pbuf[k], sizeof(pbuf[k]));
+                        pv[k] = pbuf[k];
+                }
+                struct iscsi_target_conf tc = {
+                    .name = t->name,
+                    .alias = t->alias,
+                    .chap_user = t->chap.user,
+                    .chap_secret = t->chap.secret,
+                    .mutual_user = t->chap.mutual_user,
+                    .mutual_secret = t->chap.mutual_secret,
+                    .allow = (const char *const *)t->allow,
+                    .nallow = t->allow_any ? 0 : t->nallow,
+                    .portals = pv,
+                    .nportals = np,
+                };
+                if (iscsi_gw_add_target(d->gw, &tc) < 0) {
+                        log_err("cannot add target %s", t->name);
+                        return -1;
+                }
+        }
+        return 0;
 }
 
 static int open_lun(struct daemon *d, const struct config_target *t, const struct config_lun *l,
-		    struct daemon_lun *dl)
+                    struct daemon_lun *dl)
 {
-	dl->target = t;
-	dl->conf = l;
-	dl->backend = backend_file_open(l->path, l->size, l->create);
-	if (!dl->backend)
-		return -1;
-	dl->volume = volume_create(dl->backend);
-	if (!dl->volume)
-		return -1;
-	struct scsi_lun *s = &dl->scsi;
-	s->lun = l->number;
-	s->block_size = l->block_size;
-	s->num_blocks = backend_size(dl->backend) / l->block_size;
-	s->volume = dl->volume;
-	s->write_cache = l->write_cache;
-	s->read_only = l->read_only;
-	s->thin = l->thin;
-	s->max_xfer_blocks = (uint32_t)((16u << 20) / l->block_size);
-	scsi_lun_init_identity(s, t->name, l->number);
-	if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)
-		return -1;
-	log_info("target %s LUN %u: %s, %llu blocks of %u bytes%s", t->name, l->number, l->path,
-		 (unsigned long long)s->num_blocks, l->block_size, l->read_only ? ", read-only" : "");
-	return 0;
+        dl->target = t;
+        dl->conf = l;
+        dl->backend = backend_file_open(l->path, l->size, l->create);
+        if (!dl->backend)
+                return -1;
+        dl->volume = volume_create(dl->backend);
+        if (!dl->volume)
+                return -1;
+        struct scsi_lun *s = &dl->scsi;
+        s->lun = l->number;
+        s->block_size = l->block_size;
+        s->num_blocks = backend_size(dl->backend) / l->block_size;
+        s->volume = dl->volume;
+        s->write_cache = l->write_cache;
+        s->read_only = l->read_only;
+        s->thin = l->thin;
+        s->max_xfer_blocks = (uint32_t)((16u << 20) / l->block_size);
+        scsi_lun_init_identity(s, t->name, l->number);
+        if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)
+                return -1;
+        log_info("target %s LUN %u: %s, %llu blocks of %u bytes%s", t->name, l->number, l->path,
+                 (unsigned long long)s->num_blocks, l->block_size,
+                 l->read_only ? ", read-only" : "");
+        return 0;
 }
 
 static int open_luns(struct daemon *d)
 {
-	const struct config *cfg = d->cfg;
-	unsigned total = 0;
-	for (unsigned i = 0; i < cfg->ntargets; i++)
-		total += cfg->targets[i].nluns;
-	d->luns = calloc(total ? total : 1, sizeof(*d->luns));
-	if (!d->luns)
-		return -1;
-	for (unsigned i = 0; i < cfg->ntargets; i++) {
-		const struct config_target *t = &cfg->targets[i];
-		for (unsigned k = 0; k < t->nluns; k++)
-			if (open_lun(d, t, &t->luns[k], &d->luns[d->nluns++]) < 0)
-				return -1;
-	}
-	return 0;
+        const struct config *cfg = d->cfg;
+        unsigned total = 0;
+        for (unsigned i = 0; i < cfg->ntargets; i++)
+                total += cfg->targets[i].nluns;
+        d->luns = calloc(total ? total : 1, sizeof(*d->luns));
+        if (!d->luns)
+                return -1;
+        for (unsigned i = 0; i < cfg->ntargets; i++) {
+                const struct config_target *t = &cfg->targets[i];
+                for (unsigned k = 0; k < t->nluns; k++)
+                        if (open_lun(d, t, &t->luns[k], &d->luns[d->nluns++]) < 0)
+                                return -1;
+        }
+        return 0;
 }
 
 static int open_portals(struct daemon *d)
 {
-	const struct config *cfg = d->cfg;
-	d->portals = portal_mgr_create(d->gw, d->reactors, d->nreactors);
-	if (!d->portals)
-		return -1;
-	unsigned listening = 0;
-	for (unsigned i = 0; i < cfg->nportals; i++) {
-		const struct config_portal *p = &cfg->portals[i];
-		if (p->transport != CONFIG_TRANSPORT_TCP) {
-			log_warn("portal %s: transport %s is not available in this build yet; skipped",
-				 p->name, config_transport_name(p->transport));
-			continue;
-		}
-		if (portal_mgr_listen_tcp(d->portals, p->name, &p->addr, p->addr_len) < 0)
-			return -1;
-		iscsi_gw_add_portal(d->gw, p->address, p->port);
-		listening++;
-	}
-	return listening ? 0 : -1;
+        const struct config *cfg = d->cfg;
+        d->portals = portal_mgr_create(d->gw, d->reactors, d->nreactors);
+        if (!d->portals)
+                return -1;
+        unsigned listening = 0;
+        for (unsigned i = 0; i < cfg->nportals; i++) {
+                const struct config_portal *p = &cfg->portals[i];
+                if (p->transport != CONFIG_TRANSPORT_TCP) {
+                        log_warn(
+                            "portal %s: transport %s is not available in this build yet; skipped",
+                            p->name, config_transport_name(p->transport));
+                        continue;
+                }
+                if (portal_mgr_listen_tcp(d->portals, p->name, &p->addr, p->addr_len) < 0)
+                        return -1;
+                iscsi_gw_add_portal(d->gw, p->address, p->port);
+                listening++;
+        }
+        return listening ? 0 : -1;
 }
 
 /* ---------------- status provider ---------------- */
 
 static json_t *luns_json(struct daemon *d)
 {
-	json_t *arr = json_array();
-	for (unsigned i = 0; i < d->nluns; i++) {
-		const struct daemon_lun *l = &d->luns[i];
-		json_t *backend = json_pack("{s:s, s:s, s:s, s:n}", "type", "file", "path",
-					    l->conf->path, "state", "online", "last_error");
-		json_array_append_new(
-			arr, json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:b}", "target",
-				       l->target->name, "lun", (json_int_t)l->conf->number,
-				       "size_bytes",
-				       (json_int_t)(l->scsi.num_blocks * l->scsi.block_size),
-				       "block_size", (json_int_t)l->scsi.block_size, "backend",
-				       backend, "write_cache", l->scsi.write_cache, "read_only",
-				       l->scsi.read_only));
-	}
-	return json_pack("{s:o}", "luns", arr);
+        json_t *arr = json_array();
+        for (unsigned i = 0; i < d->nluns; i++) {
+                const struct daemon_lun *l = &d->luns[i];
+                json_t *backend = json_pack("{s:s, s:s, s:s, s:n}", "type", "file", "path",
+                                            l->conf->path, "state", "online", "last_error");
+                json_array_append_new(
+                    arr,
+                    json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:b}", "target", l->target->name,
+                              "lun", (json_int_t)l->conf->number, "size_bytes",
+                              (json_int_t)(l->scsi.num_blocks * l->scsi.block_size), "block_size",
+                              (json_int_t)l->scsi.block_size, "backend", backend, "write_cache",
+                              l->scsi.write_cache, "read_only", l->scsi.read_only));
+        }
+        return json_pack("{s:o}", "luns", arr);
 }
 
 static json_t *gateway_json(struct daemon *d)
 {
-	uint64_t up = (reactor_now_ns() - d->started_ns) / 1000000000ull;
-	return json_pack("{s:s, s:I, s:s?, s:I, s:I}", "version", ISERGW_VERSION, "uptime_s",
-			 (json_int_t)up, "config_path", d->config_path, "reactors",
-			 (json_int_t)d->nreactors, "pid", (json_int_t)getpid());
+        uint64_t up = (reactor_now_ns() - d->started_ns) / 1000000000ull;
+        return json_pack("{s:s, s:I, s:s?, s:I, s:I}", "version", ISERGW_VERSION, "uptime_s",
+                         (json_int_t)up, "config_path", d->config_path, "reactors",
+                         (json_int_t)d->nreactors, "pid", (json_int_t)getpid());
 }
 
 static json_t *status_query(void *ctx, const char *object, const json_t *args, char *err,
-			    size_t errlen)
+                            size_t errlen)
 {
-	struct daemon *d = ctx;
-	if (strcmp(object, "gateway") == 0)
-		return gateway_json(d);
-	if (strcmp(object, "targets") == 0)
-		return iscsi_gw_targets_json(d->gw);
-	if (strcmp(object, "luns") == 0)
-		return luns_json(d);
-	if (strcmp(object, "sessions") == 0)
-		return iscsi_gw_sessions_json(d->gw);
-	if (strcmp(object, "pool") == 0)
-		return iscsi_gw_pool_json(d->gw);
-	if (strcmp(object, "stats") == 0)
-		return iscsi_gw_stats_json(d->gw);
-	if (strcmp(object, "cache") == 0)
-		return json_pack("{s:b}", "enabled", 0);
-	if (strcmp(object, "mirror") == 0)
-		return json_pack("{s:[]}", "volumes");
-	snprintf(err, errlen, "unknown object \"%s\"", object);
-	return NULL;
+        struct daemon *d = ctx;
+        if (strcmp(object, "gateway") == 0)
+                return gateway_json(d);
+        if (strcmp(object, "targets") == 0)
+                return iscsi_gw_targets_json(d->gw);
+        if (strcmp(object, "luns") == 0)
+                return luns_json(d);
+        if (strcmp(object, "sessions") == 0)
+                return iscsi_gw_sessions_json(d->gw);
+        if (strcmp(object, "pool") == 0)
+                return iscsi_gw_pool_json(d->gw);
+        if (strcmp(object, "stats") == 0)
+                return iscsi_gw_stats_json(d->gw);
+        if (strcmp(object, "cache") == 0)
+                return json_pack("{s:b}", "enabled", 0);
+        if (strcmp(object, "mirror") == 0)
+                return json_pack("{s:[]}", "volumes");
+        snprintf(err, errlen, "unknown object \"%s\"", object);
+        return NULL;
 }
 
 struct flush_wait {
-	struct volume_io io;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int result;
+        struct volume_io io;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool done;
+        int result;
 };
 
 static void flush_done(struct volume_io *io, int result)
 {
-	struct flush_wait *w = io->priv;
-	pthread_mutex_lock(&w->lock);
-	w->result = result;
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
+        struct flush_wait *w = io->priv;
+        pthread_mutex_lock(&w->lock);
+        w->result = result;
+        w->done = true;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
 }
 
 struct flush_submit {
-	struct volume *v;
-	struct flush_wait *w;
+        struct volume *v;
+        struct flush_wait *w;
 };
 
 static void flush_on_reactor(void *arg)
 {
-	struct flush_submit *fs = arg;
-	volume_submit(fs->v, &fs->w->io);
-	free(fs);
+        struct flush_submit *fs = arg;
+        volume_submit(fs->v, &fs->w->io);
+        free(fs);
 }
 
 static int flush_lun(struct daemon *d, struct daemon_lun *l)
 {
-	struct flush_wait w = {.io = {.op = VOLUME_FLUSH, .reactor = d->reactors[0]}};
-	w.io.done = flush_done;
-	w.io.priv = &w;
-	pthread_mutex_init(&w.lock, NULL);
-	pthread_cond_init(&w.cond, NULL);
-	struct flush_submit *fs = malloc(sizeof(*fs));
-	int rc = -ENOMEM;
-	if (fs) {
-		*fs = (struct flush_submit){l->volume, &w};
-		if (reactor_call(d->reactors[0], flush_on_reactor, fs) == 0) {
-			pthread_mutex_lock(&w.lock);
-			while (!w.done)
-				pthread_cond_wait(&w.cond, &w.lock);
-			pthread_mutex_unlock(&w.lock);
-			rc = w.result;
-		} else {
-			free(fs);
-		}
-	}
-	pthread_cond_destroy(&w.cond);
-	pthread_mutex_destroy(&w.lock);
-	return rc;
+        struct flush_wait w = {.io = {.op = VOLUME_FLUSH, .reactor = d->reactors[0]}};
+        w.io.done = flush_done;
+        w.io.priv = &w;
+        pthread_mutex_init(&w.lock, NULL);
+        pthread_cond_init(&w.cond, NULL);
+        struct flush_submit *fs = malloc(sizeof(*fs));
+        int rc = -ENOMEM;
+        if (fs) {
+                *fs = (struct flush_submit){l->volume, &w};
+                if (reactor_call(d->reactors[0], flush_on_reactor, fs) == 0) {
+                        pthread_mutex_lock(&w.lock);
+                        while (!w.done)
+                                pthread_cond_wait(&w.cond, &w.lock);
+                        pthread_mutex_unlock(&w.lock);
+                        rc = w.result;
+                } else {
+                        free(fs);
+                }
+        }
+        pthread_cond_destroy(&w.cond);
+        pthread_mutex_destroy(&w.lock);
+        return rc;
 }
 
-static int status_operate(void *ctx, const char *op, const json_t *args, json_t **result,
-			  char *err, size_t errlen)
+static int status_operate(void *ctx, const char *op, const json_t *args, json_t **result, char *err,
+                          size_t errlen)
 {
-	struct daemon *d = ctx;
-	if (strcmp(op, "flush") != 0) {
-		snprintf(err, errlen, "%s is not supported yet", op);
-		return -1;
-	}
-	json_t *lun = json_object_get(args, "lun");
-	const char *target = json_string_value(json_object_get(lun, "target"));
-	json_int_t number = json_integer_value(json_object_get(lun, "lun"));
-	for (unsigned i = 0; target && i < d->nluns; i++) {
-		struct daemon_lun *l = &d->luns[i];
-		if (strcasecmp(l->target->name, target) != 0 || l->conf->number != number)
-			continue;
-		int rc = flush_lun(d, l);
-		if (rc < 0) {
-			snprintf(err, errlen, "flush failed: %s", strerror(-rc));
-			return -1;
-		}
-		*result = json_pack("{s:s, s:I}", "target", l->target->name, "lun", number);
-		return 0;
-	}
-	snprintf(err, errlen, "no LUN %lld on target %s", (long long)number,
-		 target ? target : "(none)");
-	return -1;
+        struct daemon *d = ctx;
+        if (strcmp(op, "flush") != 0) {
+                snprintf(err, errlen, "%s is not supported yet", op);
+                return -1;
+        }
+        json_t *lun = json_object_get(args, "lun");
+        const char *target = json_string_value(json_object_get(lun, "target"));
+        json_int_t number = json_integer_value(json_object_get(lun, "lun"));
+        for (unsigned i = 0; target && i < d->nluns; i++) {
+                struct daemon_lun *l = &d->luns[i];
+                if (strcasecmp(l->target->name, target) != 0 || l->conf->number != number)
+                        continue;
+                int rc = flush_lun(d, l);
+                if (rc < 0) {
+                        snprintf(err, errlen, "flush failed: %s", strerror(-rc));
+                        return -1;
+                }
+                *result = json_pack("{s:s, s:I}", "target", l->target->name, "lun", number);
+                return 0;
+        }
+        snprintf(err, errlen, "no LUN %lld on target %s", (long long)number,
+                 target ? target : "(none)");
+        return -1;
 }
 
 static int start_status(struct daemon *d)
 {
-	static const struct status_provider provider_template = {
-		.query = status_query,
-		.operate = status_operate,
-	};
-	struct status_provider p = provider_template;
-	p.ctx = d;
-	struct status_server_conf sc = {
-		.path = d->cfg->status_socket,
-		.mode = d->cfg->status_socket_mode,
-		.group = d->cfg->status_socket_group,
-		.metrics_listen = d->cfg->metrics_listen,
-	};
-	d->status = status_server_start(&sc, &p);
-	return d->status ? 0 : -1;
+        static const struct status_provider provider_template = {
+            .query = status_query,
+            .operate = status_operate,
+        };
+        struct status_provider p = provider_template;
+        p.ctx = d;
+        struct status_server_conf sc = {
+            .path = d->cfg->status_socket,
+            .mode = d->cfg->status_socket_mode,
+            .group = d->cfg->status_socket_group,
+            .metrics_listen = d->cfg->metrics_listen,
+        };
+        d->status = status_server_start(&sc, &p);
+        return d->status ? 0 : -1;
 }
 
 /* ---------------- life cycle ---------------- */
 
 struct daemon *daemon_start(const struct config *cfg, const char *config_path)
 {
-	struct daemon *d = calloc(1, sizeof(*d));
-	if (!d)
-		return NULL;
-	d->cfg = cfg;
-	d->config_path = config_path ? strdup(config_path) : NULL;
-	d->started_ns = reactor_now_ns();
-	if (mkdir_p(cfg->var_dir) < 0) {
-		log_err("cannot create %s: %s", cfg->var_dir, strerror(errno));
-		goto fail;
-	}
-	d->pool = line_pool_create(cfg->pool_size, cfg->line_size, cfg->reactors);
-	if (!d->pool) {
-		log_err("cannot allocate the %llu-byte cache-line pool",
-			(unsigned long long)cfg->pool_size);
-		goto fail;
-	}
-	if (start_reactors(d) < 0 || build_gw(d) < 0 || add_targets(d) < 0 ||
-	    open_luns(d) < 0 || start_status(d) < 0 || open_portals(d) < 0)
-		goto fail;
-	return d;
+        struct daemon *d = calloc(1, sizeof(*d));
+        if (!d)
+                return NULL;
+        d->cfg = cfg;
+        d->config_path = config_path ? strdup(config_path) : NULL;
+        d->started_ns = reactor_now_ns();
+        if (mkdir_p(cfg->var_dir) < 0) {
+                log_err("cannot create %s: %s", cfg->var_dir, strerror(errno));
+                goto fail;
+        }
+        d->pool = line_pool_create(cfg->pool_size, cfg->line_size, cfg->reactors);
+        if (!d->pool) {
+                log_err("cannot allocate the %llu-byte cache-line pool",
+                        (unsigned long long)cfg->pool_size);
+                goto fail;
+        }
+        if (start_reactors(d) < 0 || build_gw(d) < 0 || add_targets(d) < 0 || open_luns(d) < 0 ||
+            start_status(d) < 0 || open_portals(d) < 0)
+                goto fail;
+        return d;
 fail:
-	daemon_stop(d);
-	return NULL;
+        daemon_stop(d);
+        return NULL;
 }
 
 void daemon_stop(struct daemon *d)
 {
-	if (!d)
-		return;
-	if (d->status)
-		status_server_stop(d->status);
-	portal_mgr_destroy(d->portals);
-	if (d->gw)
-		iscsi_gw_close_all(d->gw);
-	for (unsigned i = 0; i < d->nluns && d->nreactors && d->reactors[0]; i++)
-		if (d->luns[i].volume)
-			flush_lun(d, &d->luns[i]);
-	for (unsigned i = 0; i < d->nreactors; i++)
-		if (d->reactors[i])
-			reactor_stop(d->reactors[i]);
-	for (unsigned i = 0; i < d->nluns; i++) {
-		volume_destroy(d->luns[i].volume);
-		if (d->luns[i].backend)
-			backend_destroy(d->luns[i].backend);
-	}
-	iscsi_gw_destroy(d->gw);
-	for (unsigned i = 0; i < d->nreactors; i++)
-		reactor_destroy(d->reactors[i]);
-	line_pool_destroy(d->pool);
-	free(d->luns);
-	free(d->config_path);
-	free(d);
+        if (!d)
+                return;
+        if (d->status)
+                status_server_stop(d->status);
+        portal_mgr_destroy(d->portals);
+        if (d->gw)
+                iscsi_gw_close_all(d->gw);
+        for (unsigned i = 0; i < d->nluns && d->nreactors && d->reactors[0]; i++)
+                if (d->luns[i].volume)
+                        flush_lun(d, &d->luns[i]);
+        for (unsigned i = 0; i < d->nreactors; i++)
+                if (d->reactors[i])
+                        reactor_stop(d->reactors[i]);
+        for (unsigned i = 0; i < d->nluns; i++) {
+                volume_destroy(d->luns[i].volume);
+                if (d->luns[i].backend)
+                        backend_destroy(d->luns[i].backend);
+        }
+        iscsi_gw_destroy(d->gw);
+        for (unsigned i = 0; i < d->nreactors; i++)
+                reactor_destroy(d->reactors[i]);
+        line_pool_destroy(d->pool);
+        free(d->luns);
+        free(d->config_path);
+        free(d);
 }

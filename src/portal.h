@@ -11,10 +11,10 @@ struct reactor;
 struct portal_mgr;
 
 struct portal_mgr *portal_mgr_create(struct iscsi_gw *gw, struct reactor **reactors,
-				     unsigned nreactors);
+                                     unsigned nreactors);
 /* Binds and listens; returns -1 (logged) when the address cannot be used. */
 int portal_mgr_listen_tcp(struct portal_mgr *pm, const char *name,
-			  const struct sockaddr_storage *addr, socklen_t len);
+                          const struct sockaddr_storage *addr, socklen_t len);
 void portal_mgr_destroy(struct portal_mgr *pm);
 
 #endif

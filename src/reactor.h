@@ -12,32 +12,32 @@ struct io_uring_sqe;
 
 /* An fd watched by a reactor. The callback gets the epoll event mask. */
 struct reactor_fd {
-	int fd;
-	uint32_t events;
-	void (*cb)(struct reactor_fd *rfd, uint32_t events);
-	void *ctx;
+        int fd;
+        uint32_t events;
+        void (*cb)(struct reactor_fd *rfd, uint32_t events);
+        void *ctx;
 };
 
 /* A completion on the reactor's io_uring: set cb, put the pointer in sqe user_data. */
 struct reactor_io {
-	void (*cb)(struct reactor_io *io, int res);
+        void (*cb)(struct reactor_io *io, int res);
 };
 
 /* A one-shot timer; re-arm from the callback for periodic work. */
 struct reactor_timer {
-	uint64_t deadline_ns;
-	void (*cb)(struct reactor_timer *t);
-	void *ctx;
-	struct reactor_timer *next;
-	bool armed;
+        uint64_t deadline_ns;
+        void (*cb)(struct reactor_timer *t);
+        void *ctx;
+        struct reactor_timer *next;
+        bool armed;
 };
 
 /* Work to run at the end of the current loop iteration, after the event that queued it
  * returned: lets a callee complete things without re-entering its caller. */
 struct reactor_deferred {
-	void (*cb)(struct reactor_deferred *d);
-	struct reactor_deferred *next;
-	bool queued;
+        void (*cb)(struct reactor_deferred *d);
+        struct reactor_deferred *next;
+        bool queued;
 };
 
 struct reactor *reactor_create(unsigned index);

@@ -9,7 +9,7 @@ struct iscsi_gw;
 struct reactor;
 
 /* Takes over an accepted, connected socket on reactor index ri (called on that reactor). */
-int tcp_conn_start(struct iscsi_gw *gw, struct reactor *r, unsigned ri, int fd,
-		   const char *portal, const char *peer);
+int tcp_conn_start(struct iscsi_gw *gw, struct reactor *r, unsigned ri, int fd, const char *portal,
+                   const char *peer);
 
 #endif

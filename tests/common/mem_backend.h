@@ -10,11 +10,11 @@
 #include "cache/backend.h"
 
 struct mem_backend {
-	struct backend base;
-	uint8_t *bytes;
-	uint64_t size;
-	struct volume_io *pending; /* submitted, not yet completed */
-	unsigned writes;           /* write I/Os completed */
+        struct backend base;
+        uint8_t *bytes;
+        uint64_t size;
+        struct volume_io *pending; /* submitted, not yet completed */
+        unsigned writes;           /* write I/Os completed */
 };
 
 struct mem_backend *mem_backend_create(uint64_t size);

@@ -10,12 +10,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	log_set_level(LOG_LVL_ERR);
-	return 0;
+        log_set_level(LOG_LVL_ERR);
+        return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	login_fuzz_one(data, size);
-	return 0;
+        login_fuzz_one(data, size);
+        return 0;
 }

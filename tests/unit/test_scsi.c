@@ -1498,7 +1498,7 @@ Test(scsi, software_write_protect)
         uint8_t *data = pattern(BS, 3);
         const uint8_t ops[] = {0x0a, 0x2a, 0x2e, 0x41, 0x93, 0x8a, 0x89};
         for (size_t i = 0; i < sizeof(ops); i++) {
-                struct cdb w = ops[i] == 0x0a ? cdb6(ops[i], 0, 1)
+                struct cdb w = ops[i] == 0x0a   ? cdb6(ops[i], 0, 1)
                                : ops[i] >= 0x80 ? cdb16(ops[i], 0, 0, 1)
                                                 : cdb10(ops[i], 0, 0, 1);
                 if (ops[i] == 0x89)
