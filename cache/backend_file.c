@@ -23,6 +23,8 @@ struct backend_file {
         int fd;
         uint64_t size;
         bool is_blockdev;
+        uint64_t errors; /* atomic */
+        int last_error;  /* atomic; -errno of the latest failed I/O */
 };
 
 /* Per-I/O state kept inside volume_io.impl, so an I/O costs no allocation. */
@@ -50,6 +52,11 @@ static void file_io_issue(struct backend_file *f, struct volume_io *io);
 
 static void complete(struct volume_io *io, int res)
 {
+        if (res < 0) {
+                struct backend_file *f = (struct backend_file *)(uintptr_t)io->impl_res;
+                __atomic_add_fetch(&f->errors, 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&f->last_error, res, __ATOMIC_RELAXED);
+        }
         io->done(io, res);
 }
 
@@ -217,11 +224,22 @@ static void file_destroy(struct backend *b)
         free(f);
 }
 
+static void file_status(const struct backend *b, struct backend_status *st)
+{
+        const struct backend_file *f = (const struct backend_file *)b;
+        int err = __atomic_load_n(&f->last_error, __ATOMIC_RELAXED);
+        *st = (struct backend_status){.online = true,
+                                      .errors = __atomic_load_n(&f->errors, __ATOMIC_RELAXED)};
+        if (err)
+                snprintf(st->last_error, sizeof(st->last_error), "%s", strerror(-err));
+}
+
 static const struct backend_ops file_ops = {
     .name = "file",
     .submit = file_submit,
     .size = file_size,
     .destroy = file_destroy,
+    .status = file_status,
 };
 
 static int file_prepare_size(struct backend_file *f, const char *path, uint64_t size)

@@ -58,6 +58,7 @@ enum key_type {
         K_MODE,      /* octal permission bits */
         K_LOGLEVEL,
         K_TRANSPORT,
+        K_BACKEND,
         K_REACTORS, /* 1..64 or "auto" */
         K_GROUP,
         K_ADDRESS,  /* IP literal, checked with the port when the section ends */
@@ -95,6 +96,15 @@ static const struct key_def gateway_keys[] = {
     KEY(struct config, nop_interval, "nop_interval", K_UINT, 0, 3600),
     KEY(struct config, nop_timeout, "nop_timeout", K_UINT, 1, 3600),
     KEY(struct config, metrics_listen, "metrics_listen", K_HOSTPORT, 1, 80),
+    KEY(struct config, dirty_high_water, "dirty_high_water", K_UINT, 1, 100),
+    KEY(struct config, dirty_low_water, "dirty_low_water", K_UINT, 0, 100),
+    KEY(struct config, dirty_hard_limit, "dirty_hard_limit", K_UINT, 1, 95),
+    KEY(struct config, dirty_max_age_ms, "dirty_max_age_ms", K_UINT, 1, 3600000),
+    KEY(struct config, shutdown_flush_timeout, "shutdown_flush_timeout", K_UINT, 1, 86400),
+    KEY(struct config, write_log, "write_log", K_TEXT, 1, PATH_MAX - 1),
+    KEY(struct config, write_log_size, "write_log_size", K_SIZE, MIB, TIB),
+    KEY(struct config, backend_initiator_name, "backend_initiator_name", K_TEXT, 1,
+        CONFIG_ISCSI_NAME_MAX),
     KEY(struct config, iscsi.max_recv_data_segment_length, "max_recv_data_segment_length", K_SIZE,
         512, ISCSI_MAX_LEN),
     KEY(struct config, iscsi.max_burst_length, "max_burst_length", K_SIZE, 512, ISCSI_MAX_LEN),
@@ -128,9 +138,14 @@ static const struct key_def target_keys[] = {
 };
 
 static const struct key_def lun_keys[] = {
+    KEY(struct config_lun, backend, "backend", K_BACKEND, 0, 0),
     KEY(struct config_lun, path, "path", K_TEXT, 1, PATH_MAX - 1),
+    KEY(struct config_lun, url, "url", K_TEXT, 1, PATH_MAX - 1),
     KEY(struct config_lun, size, "size", K_SIZE, 1, INT64_MAX),
     KEY(struct config_lun, block_size, "block_size", K_BLOCKSIZE, 0, 0),
+    KEY(struct config_lun, physical_block_size, "physical_block_size", K_BLOCKSIZE, 0, 0),
+    KEY(struct config_lun, bypass_threshold, "bypass_threshold", K_SIZE, 0, 1024 * MIB),
+    KEY(struct config_lun, fault_injection, "fault_injection", K_BOOL, 0, 0),
     KEY(struct config_lun, create, "create", K_BOOL, 0, 0),
     KEY(struct config_lun, read_only, "read_only", K_BOOL, 0, 0),
     KEY(struct config_lun, write_cache, "write_cache", K_BOOL, 0, 0),
@@ -553,7 +568,7 @@ static int set_number(struct parser *p, const struct key_def *k, void *field, co
                             "bad size '%s' for %s (bytes, or a number with K, M, G or T)", v,
                             k->name);
         if (k->type == K_BLOCKSIZE && n != 512 && n != 4096)
-                return fail(p, p->lineno, "block_size must be 512 or 4096");
+                return fail(p, p->lineno, "%s must be 512 or 4096", k->name);
         if (k->type != K_BLOCKSIZE && check_range(p, k, n) < 0)
                 return -1;
         if (k->type == K_POW2 && (n & (n - 1)) != 0)
@@ -646,6 +661,15 @@ static int set_enum(struct parser *p, const struct key_def *k, void *field, cons
                         return fail(p, p->lineno, "bad log_level '%s' (error, warn, info or debug)",
                                     v);
                 *(enum log_level *)field = level;
+                return 0;
+        }
+        if (k->type == K_BACKEND) {
+                if (strcasecmp(v, "file") == 0)
+                        *(enum config_backend *)field = CONFIG_BACKEND_FILE;
+                else if (strcasecmp(v, "iscsi") == 0)
+                        *(enum config_backend *)field = CONFIG_BACKEND_ISCSI;
+                else
+                        return fail(p, p->lineno, "bad backend '%s' (file or iscsi)", v);
                 return 0;
         }
         if (strcasecmp(v, "tcp") == 0)
@@ -742,6 +766,7 @@ static int set_value(struct parser *p, const struct key_def *k, const char *v)
                 return set_mode(p, k, field, v);
         case K_LOGLEVEL:
         case K_TRANSPORT:
+        case K_BACKEND:
                 return set_enum(p, k, field, v);
         case K_REACTORS:
                 return set_reactors(p, k, field, v);
@@ -862,6 +887,21 @@ static int close_gateway(struct parser *p)
         if (cfg->pool_size % cfg->line_size != 0)
                 return fail(p, line_of(p, key_given(p, "pool_size") ? "pool_size" : "line_size"),
                             "pool_size is not a multiple of line_size");
+        if (cfg->dirty_low_water >= cfg->dirty_high_water)
+                return fail(p,
+                            line_of(p, key_given(p, "dirty_low_water") ? "dirty_low_water"
+                                                                       : "dirty_high_water"),
+                            "dirty_low_water (%u) must be below dirty_high_water (%u)",
+                            cfg->dirty_low_water, cfg->dirty_high_water);
+        if (cfg->dirty_hard_limit < cfg->dirty_high_water)
+                return fail(p,
+                            line_of(p, key_given(p, "dirty_hard_limit") ? "dirty_hard_limit"
+                                                                        : "dirty_high_water"),
+                            "dirty_hard_limit (%u) is below dirty_high_water (%u)",
+                            cfg->dirty_hard_limit, cfg->dirty_high_water);
+        if (cfg->backend_initiator_name && !config_iscsi_name_valid(cfg->backend_initiator_name))
+                return fail(p, line_of(p, "backend_initiator_name"),
+                            "backend_initiator_name is not a valid iSCSI name");
         if (check_chap(p, &cfg->discovery_chap, "discovery_") < 0)
                 return -1;
         p->discovery_secret_line = p->key_line[key_index(p->keys, "discovery_chap_secret")];
@@ -896,15 +936,35 @@ static int close_lun(struct parser *p)
 {
         struct lun_stage *ls = &p->luns[p->index];
         struct config_lun *lun = &ls->lun;
-        if (!lun->path)
+        if (lun->backend == CONFIG_BACKEND_ISCSI) {
+                if (!lun->url)
+                        return fail(p, p->section_line, "lun %u: backend iscsi needs url",
+                                    lun->number);
+                if (strncmp(lun->url, "iscsi://", 8) != 0)
+                        return fail(p, line_of(p, "url"),
+                                    "lun %u: url must look like iscsi://HOST[:PORT]/IQN/LUN",
+                                    lun->number);
+                if (lun->path)
+                        return fail(p, line_of(p, "path"), "lun %u: path is for backend file",
+                                    lun->number);
+                lun->create = false;
+        } else if (!lun->path) {
                 return fail(p, p->section_line, "lun %u has no path", lun->number);
+        } else if (lun->url) {
+                return fail(p, line_of(p, "url"), "lun %u: url is for backend iscsi", lun->number);
+        }
+        if (lun->physical_block_size == 0)
+                lun->physical_block_size = lun->block_size;
+        if (lun->physical_block_size < lun->block_size)
+                return fail(p, line_of(p, "physical_block_size"),
+                            "physical_block_size is smaller than block_size (%u)", lun->block_size);
         if (lun->create && lun->size == 0)
                 return fail(p, p->section_line, "lun %u: size missing (required when create = yes)",
                             lun->number);
         if (lun->size % lun->block_size != 0)
                 return fail(p, line_of(p, "size"), "size is not a multiple of block_size (%u)",
                             lun->block_size);
-        ls->path_line = line_of(p, "path");
+        ls->path_line = line_of(p, lun->path ? "path" : "url");
         return 0;
 }
 
@@ -1166,6 +1226,7 @@ static int attach_luns(struct parser *p)
                         return -1;
                 *lun = ls->lun;
                 ls->lun.path = NULL; /* now the target's */
+                ls->lun.url = NULL;
                 target->nluns++;
         }
         for (unsigned t = 0; t < cfg->ntargets; t++) {
@@ -1245,10 +1306,13 @@ static int check_lun_paths(struct parser *p)
         for (unsigned j = 1; j < p->nluns; j++) {
                 for (unsigned i = 0; i < j; i++) {
                         const struct lun_stage *a = &p->luns[i], *b = &p->luns[j];
-                        if (strcmp(a->lun.path, b->lun.path) == 0)
+                        const char *pa = a->lun.path ? a->lun.path : a->lun.url;
+                        const char *pb = b->lun.path ? b->lun.path : b->lun.url;
+                        if (strcmp(pa, pb) == 0)
                                 return fail(p, b->path_line,
-                                            "path '%s' is already used by lun %s:%u (line %u)",
-                                            b->lun.path, a->target, a->lun.number, a->lun.line);
+                                            "%s '%s' is already used by lun %s:%u (line %u)",
+                                            b->lun.path ? "path" : "url", pb, a->target,
+                                            a->lun.number, a->lun.line);
                 }
         }
         return 0;
@@ -1311,13 +1375,20 @@ static struct config *config_new(const char *source)
         cfg->line_size = 32 * KIB;
         cfg->nop_interval = 30;
         cfg->nop_timeout = 30;
+        cfg->dirty_high_water = 50;
+        cfg->dirty_low_water = 25;
+        cfg->dirty_hard_limit = 80;
+        cfg->dirty_max_age_ms = 5000;
+        cfg->shutdown_flush_timeout = 60;
+        cfg->write_log_size = 256 * MIB;
+        cfg->backend_initiator_name = strdup("iqn.2026-11.io.isergw:gateway");
         cfg->iscsi = (struct config_iscsi){.max_recv_data_segment_length = 262144,
                                            .max_burst_length = 1048576,
                                            .first_burst_length = 65536,
                                            .max_outstanding_r2t = 8,
                                            .immediate_data = true,
                                            .initial_r2t = false};
-        if (!cfg->source || !cfg->var_dir) {
+        if (!cfg->source || !cfg->var_dir || !cfg->backend_initiator_name) {
                 config_free(cfg);
                 return NULL;
         }
@@ -1335,6 +1406,7 @@ static void parser_cleanup(struct parser *p)
         for (unsigned i = 0; i < p->nluns; i++) {
                 free(p->luns[i].target);
                 free(p->luns[i].lun.path);
+                free(p->luns[i].lun.url);
         }
         free(p->luns);
         if (p->line)
@@ -1416,8 +1488,10 @@ static void free_target(struct config_target *t)
         for (unsigned i = 0; i < t->nallow; i++)
                 free(t->allow[i]);
         free(t->allow);
-        for (unsigned i = 0; i < t->nluns; i++)
+        for (unsigned i = 0; i < t->nluns; i++) {
                 free(t->luns[i].path);
+                free(t->luns[i].url);
+        }
         free(t->luns);
 }
 
@@ -1439,6 +1513,8 @@ void config_free(struct config *cfg)
         free(cfg->status_socket);
         free(cfg->status_socket_group);
         free(cfg->metrics_listen);
+        free(cfg->write_log);
+        free(cfg->backend_initiator_name);
         free(cfg);
 }
 

@@ -49,17 +49,27 @@ struct config_portal {
         unsigned line; /* of the section header (config_default(): in its built-in text) */
 };
 
-/* [lun TARGET:N]: one logical unit backed by a file or block device. */
+enum config_backend {
+        CONFIG_BACKEND_FILE,  /* a regular file or block device (path) */
+        CONFIG_BACKEND_ISCSI, /* a LUN of a remote iSCSI target (url) */
+};
+
+/* [lun TARGET:N]: one logical unit backed by a file, a block device or a remote LUN. */
 struct config_lun {
-        uint32_t number;     /* 0..CONFIG_MAX_LUN, unique within its target */
-        char *path;          /* relative paths are relative to the daemon's working dir */
-        uint64_t size;       /* bytes, multiple of block_size; 0 only when !create, meaning
-                              * "the size of the existing file or device" */
-        uint32_t block_size; /* 512 or 4096 */
-        bool create;         /* create the file (sparse, size bytes) if it does not exist */
+        uint32_t number; /* 0..CONFIG_MAX_LUN, unique within its target */
+        enum config_backend backend;
+        char *path;    /* file backend: relative paths are relative to the daemon's working dir */
+        char *url;     /* iscsi backend: iscsi://HOST[:PORT]/IQN/LUN */
+        uint64_t size; /* bytes, multiple of block_size; 0 only when !create, meaning
+                        * "the size of the existing file or device" */
+        uint32_t block_size;          /* 512 or 4096 */
+        uint32_t physical_block_size; /* 512 or 4096, >= block_size (READ CAPACITY 16 LBPPBE) */
+        uint64_t bypass_threshold;    /* bytes; writes this large go write-through (0: never) */
+        bool fault_injection;         /* the status socket may inject backend errors (tests) */
+        bool create; /* create the file (sparse, size bytes) if it does not exist */
         bool read_only;
-        bool write_cache;
-        bool thin; /* UNMAP / WRITE SAME with UNMAP allowed */
+        bool write_cache; /* write-back (acknowledged from cache); no: write-through */
+        bool thin;        /* UNMAP / WRITE SAME with UNMAP allowed */
         unsigned line;
 };
 
@@ -103,6 +113,15 @@ struct config {
         uint32_t nop_interval; /* seconds between NOP-In pings of an idle connection; 0: off */
         uint32_t nop_timeout;  /* seconds to wait for the NOP-Out answer */
         char *metrics_listen;  /* "IPV4:PORT" or "[IPV6]:PORT", or NULL: no HTTP listener */
+        /* The write-back cache (docs/cache.md); the dirty marks are percent of the pool. */
+        uint32_t dirty_high_water;       /* destaging starts above this */
+        uint32_t dirty_low_water;        /* and stops below this */
+        uint32_t dirty_hard_limit;       /* new writes wait (R2Ts delayed) above this */
+        uint32_t dirty_max_age_ms;       /* a line dirty this long is destaged regardless */
+        uint32_t shutdown_flush_timeout; /* seconds SIGTERM waits for the flush */
+        char *write_log;                 /* local write log file, or NULL: none */
+        uint64_t write_log_size;         /* its size in bytes */
+        char *backend_initiator_name;    /* the name the iscsi backend logs in with */
         struct config_iscsi iscsi;
         struct config_chap discovery_chap;
 

@@ -58,7 +58,13 @@ static void mem_destroy(struct backend *b)
         free(m);
 }
 
-static const struct backend_ops mem_ops = {"mem", mem_submit, mem_size, mem_destroy};
+static void mem_status(const struct backend *b, struct backend_status *st)
+{
+        (void)b;
+        *st = (struct backend_status){.online = true};
+}
+
+static const struct backend_ops mem_ops = {"mem", mem_submit, mem_size, mem_destroy, mem_status};
 
 struct mem_backend *mem_backend_create(uint64_t size)
 {
