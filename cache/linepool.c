@@ -1,5 +1,6 @@
 #include "cache/linepool.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -7,6 +8,7 @@
 #include "src/log.h"
 
 struct line_part {
+        pthread_mutex_t lock; /* lines come back from other threads once the cache holds them */
         uint8_t *base;
         size_t line_size;
         unsigned total;
@@ -35,6 +37,7 @@ static int part_init(struct line_part *part, void *base, size_t bytes, size_t li
         for (unsigned i = 0; i < part->total; i++)
                 part->free_stack[i] = part->total - 1 - i;
         part->free_count = part->total;
+        pthread_mutex_init(&part->lock, NULL);
         return 0;
 }
 
@@ -52,6 +55,7 @@ void line_part_destroy(struct line_part *part)
 {
         if (!part)
                 return;
+        pthread_mutex_destroy(&part->lock);
         free(part->free_stack);
         free(part);
 }
@@ -140,18 +144,64 @@ struct line_part *line_pool_part(struct line_pool *p, unsigned index)
 
 void *line_alloc(struct line_part *part)
 {
-        if (part->free_count == 0)
-                return NULL;
-        uint32_t idx = part->free_stack[part->free_count - 1];
-        __atomic_store_n(&part->free_count, part->free_count - 1, __ATOMIC_RELAXED);
-        return part->base + (size_t)idx * part->line_size;
+        void *line = NULL;
+        pthread_mutex_lock(&part->lock);
+        if (part->free_count) {
+                uint32_t idx = part->free_stack[part->free_count - 1];
+                __atomic_store_n(&part->free_count, part->free_count - 1, __ATOMIC_RELAXED);
+                line = part->base + (size_t)idx * part->line_size;
+        }
+        pthread_mutex_unlock(&part->lock);
+        return line;
 }
 
 void line_free(struct line_part *part, void *line)
 {
         size_t idx = (size_t)((uint8_t *)line - part->base) / part->line_size;
+        pthread_mutex_lock(&part->lock);
         part->free_stack[part->free_count] = (uint32_t)idx;
         __atomic_store_n(&part->free_count, part->free_count + 1, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&part->lock);
+}
+
+void *line_pool_get(struct line_pool *p, struct line_part *prefer)
+{
+        void *line = prefer ? line_alloc(prefer) : NULL;
+        for (unsigned i = 0; !line && i < p->nparts; i++)
+                if (p->parts[i] != prefer)
+                        line = line_alloc(p->parts[i]);
+        return line;
+}
+
+void line_pool_put(struct line_pool *p, void *line)
+{
+        size_t per_part = p->bytes / p->nparts;
+        size_t i = (size_t)((uint8_t *)line - p->base) / per_part;
+        line_free(p->parts[i], line);
+}
+
+size_t line_pool_index(const struct line_pool *p, const void *line)
+{
+        return (size_t)((const uint8_t *)line - p->base) / p->line_size;
+}
+
+size_t line_pool_lines(const struct line_pool *p)
+{
+        return p->bytes / p->line_size;
+}
+
+bool line_pool_owns(const struct line_pool *p, const void *line)
+{
+        const uint8_t *l = line;
+        return l >= p->base && l < p->base + p->bytes;
+}
+
+unsigned line_pool_free_lines(const struct line_pool *p)
+{
+        unsigned n = 0;
+        for (unsigned i = 0; i < p->nparts; i++)
+                n += line_part_free(p->parts[i]);
+        return n;
 }
 
 unsigned line_part_total(const struct line_part *part)

@@ -1,6 +1,7 @@
 /* volume: a LUN's storage as the SCSI layer sees it: byte-addressed, asynchronous reads,
- * writes, flushes, unmaps. Today a pass-through to the backend; the write-back cache will
- * implement this same interface in front of it. Completions run on the caller's reactor. */
+ * writes, flushes, unmaps. A volume is either a pass-through to its backend (unit tests) or
+ * fronted by the write-back cache (cache/cache.h), which owns its lines, its dirty state and
+ * its destager. Completions run on the caller's reactor, never inside volume_submit(). */
 #ifndef ISERGW_CACHE_VOLUME_H
 #define ISERGW_CACHE_VOLUME_H
 
@@ -11,6 +12,7 @@
 struct reactor;
 struct volume;
 struct backend;
+struct line_part;
 
 enum volume_op {
         VOLUME_READ,
@@ -30,15 +32,42 @@ struct volume_io {
         struct reactor *reactor;
         void (*done)(struct volume_io *io, int result); /* 0 or -errno */
         void *priv;                                     /* the caller's */
-        /* Owned by the implementation while the I/O is in flight. Implementations never
-         * call done() from inside volume_submit(). */
+        /* Writes: the pool line the data sits in (iov inside it, at the line offset of
+         * 'offset'), or NULL. The cache may keep that line instead of copying; it then sets
+         * line_kept before done() and the caller must not free the line. */
+        uint8_t *line;
+        bool line_kept;
+        uint32_t seq;       /* writes: order ticket from volume_write_begin(); 0: now */
+        uint64_t cmd_bytes; /* writes: the whole command's size (bypass threshold) */
+        /* Owned by the implementation while the I/O is in flight. */
         uint64_t impl[8];
         int64_t impl_res;
 };
 
+/* Command order for overlapping writes: a write takes a ticket when its command starts
+ * executing and gives it back when the command ends; its I/Os carry the ticket's seq, and
+ * where two writes overlap the one with the later ticket wins, whichever lands first. */
+struct volume_ticket {
+        uint32_t seq;
+        uint64_t offset, length; /* bytes the write covers */
+        struct volume_ticket *prev, *next;
+        bool active;
+};
+
+/* A volume without a cache: every I/O goes to the backend. */
 struct volume *volume_create(struct backend *backend);
 void volume_destroy(struct volume *v);
 uint64_t volume_size(const struct volume *v);
 void volume_submit(struct volume *v, struct volume_io *io);
+
+void volume_write_begin(struct volume *v, struct volume_ticket *t, uint64_t offset,
+                        uint64_t length);
+void volume_write_end(struct volume *v, struct volume_ticket *t);
+
+/* A line for an I/O of this volume, from the caller's partition if it can (evicting clean
+ * cache lines when the pool is short). NULL means "wait and try again": the pool is full of
+ * dirty or busy lines, or (for_write) dirty data is at the hard limit, so new writes wait
+ * for the destager (RD3-M3). Lines not kept go back with line_pool_put(). */
+uint8_t *volume_line_get(struct volume *v, struct line_part *prefer, bool for_write);
 
 #endif

@@ -62,11 +62,15 @@ struct iscsi_reactor_ctx {
         unsigned index;
         struct dpt *dpt;
         struct line_part *lines;
+        struct line_pool *pool;
         size_t line_size;
         uint16_t next_tag;
         struct iscsi_stats stats;
         /* Tasks waiting for a free line, served in arrival order. */
         struct iscsi_task *waiters_head, *waiters_tail;
+        /* Lines come free on other threads too (the destager, evictions): waiters retry on
+         * this timer as well as when a line is given back here. */
+        struct reactor_timer wait_timer;
         struct iscsi_conn *conns;
         unsigned nconns;
 };
@@ -256,9 +260,10 @@ struct iscsi_task {
         unsigned segs_writing;
         unsigned segs_done;
         int io_error;
-        uint32_t ttts[16];     /* outstanding R2T TTTs (max MaxOutstandingR2T) */
-        bool unsolicited_done; /* the initiator has ended its unsolicited data (F bit) */
-        bool pressure;         /* waited for lines: full segments are written early */
+        uint32_t ttts[16];           /* outstanding R2T TTTs (max MaxOutstandingR2T) */
+        bool unsolicited_done;       /* the initiator has ended its unsolicited data (F bit) */
+        bool pressure;               /* waited for lines: full segments are written early */
+        struct volume_ticket ticket; /* command order among overlapping writes */
 
         /* Read side */
         unsigned next_read_seg; /* next segment to start reading */

@@ -130,6 +130,7 @@ int iscsi_gw_attach_reactor(struct iscsi_gw *gw, unsigned index, struct reactor 
         rc->index = index;
         rc->dpt = dpt_create(DPT_MAX_ENTRIES);
         rc->lines = line_pool_part(gw->conf.pool, index);
+        rc->pool = gw->conf.pool;
         rc->line_size = line_pool_line_size(gw->conf.pool);
         rc->next_tag = (uint16_t)(index * 0x1000 + 1);
         if (!rc->dpt || !rc->lines) {

@@ -27,6 +27,16 @@ static void send_response(struct iscsi_task *t);
 
 /* ---------------- segments and lines ---------------- */
 
+#define WAIT_RETRY_NS (1000 * 1000ull)
+
+static void wait_timer_fired(struct reactor_timer *timer)
+{
+        struct iscsi_reactor_ctx *rc = timer->ctx;
+        reactor_ctx_wake_waiters(rc);
+        if (rc->waiters_head && !rc->wait_timer.armed)
+                reactor_timer_arm(rc->reactor, &rc->wait_timer, WAIT_RETRY_NS);
+}
+
 static void waiters_add(struct iscsi_reactor_ctx *rc, struct iscsi_task *t)
 {
         if (t->on_wait_list)
@@ -39,6 +49,11 @@ static void waiters_add(struct iscsi_reactor_ctx *rc, struct iscsi_task *t)
                 rc->waiters_head = t;
         rc->waiters_tail = t;
         STAT_ADD(rc, commands_waiting, 1);
+        if (!rc->wait_timer.armed) {
+                rc->wait_timer.cb = wait_timer_fired;
+                rc->wait_timer.ctx = rc;
+                reactor_timer_arm(rc->reactor, &rc->wait_timer, WAIT_RETRY_NS);
+        }
 }
 
 static void waiters_remove(struct iscsi_reactor_ctx *rc, struct iscsi_task *t)
@@ -63,7 +78,7 @@ void reactor_ctx_wake_waiters(struct iscsi_reactor_ctx *rc)
         /* Serve waiters in order while lines last; a task that cannot progress goes back to
          * the end and the walk stops there, so nobody is starved or spun on. */
         unsigned budget = 64;
-        while (rc->waiters_head && line_part_free(rc->lines) && budget--) {
+        while (rc->waiters_head && budget--) {
                 struct iscsi_task *t = rc->waiters_head;
                 waiters_remove(rc, t);
                 task_pump(t);
@@ -79,7 +94,7 @@ static bool seg_get_buffer(struct iscsi_task *t, struct task_seg *s, bool may_us
         if (s->buf)
                 return true;
         struct iscsi_reactor_ctx *rc = t->conn->rc;
-        uint8_t *line = line_alloc(rc->lines);
+        uint8_t *line = volume_line_get(t->cmd.lun->volume, rc->lines, t->kind == TASK_MEDIA_WRITE);
         if (!line && may_use_heap) {
                 line = aligned_alloc(4096, rc->line_size);
                 s->heap_line = line != NULL;
@@ -100,7 +115,7 @@ static void seg_put_buffer(struct iscsi_task *t, struct task_seg *s)
         if (s->heap_line)
                 free(s->line);
         else
-                line_free(rc->lines, s->line);
+                line_pool_put(rc->pool, s->line);
         s->line = NULL;
         s->buf = NULL;
         s->heap_line = false;
@@ -250,6 +265,8 @@ void task_free(struct iscsi_task *t)
                 }
         }
         c->ntasks--;
+        if (t->ticket.active)
+                volume_write_end(t->cmd.lun->volume, &t->ticket);
         if (t->kind != TASK_EMULATED)
                 for (unsigned i = 0; i < t->nsegs; i++)
                         seg_put_buffer(t, &t->segs[i]);
@@ -604,6 +621,10 @@ static void seg_write_done(struct volume_io *io, int res)
         t->segs_writing--;
         t->segs_done++;
         s->state = SEG_DONE;
+        if (io->line_kept) { /* the cache keeps the line: the data lives there now */
+                s->line = NULL;
+                s->buf = NULL;
+        }
         if (res < 0 && !t->io_error) {
                 t->io_error = res;
                 log_warn("conn %s: write of LUN %llu at %llu failed: %s", t->conn->peer,
@@ -630,7 +651,10 @@ static void seg_submit_write(struct iscsi_task *t, struct task_seg *s)
                                    .fua = t->cmd.fua,
                                    .reactor = t->conn->rc->reactor,
                                    .done = seg_write_done,
-                                   .priv = s};
+                                   .priv = s,
+                                   .line = s->heap_line ? NULL : s->line,
+                                   .seq = t->ticket.seq,
+                                   .cmd_bytes = write_expected(t)};
         t->segs_writing++;
         STAT_ADD(t->conn->rc, write_bytes, s->len);
         volume_submit(t->cmd.lun->volume, &s->io);
@@ -760,8 +784,11 @@ static void task_execute(struct iscsi_task *t)
                 read_pump(t);
                 return;
         }
-        if (t->kind == TASK_MEDIA_WRITE)
+        if (t->kind == TASK_MEDIA_WRITE) {
                 STAT_ADD(t->conn->rc, write_commands, 1);
+                volume_write_begin(t->cmd.lun->volume, &t->ticket, t->lun_offset,
+                                   write_expected(t));
+        }
         if (t->cmd.data_out_len) {
                 write_pump(t);
                 task_finish_write(t);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "cache/backend.h"
+#include "cache/cache.h"
 #include "cache/linepool.h"
 #include "cache/volume.h"
 #include "iscsi/iscsi.h"
@@ -25,6 +27,7 @@ struct daemon_lun {
         struct backend *backend;
         struct volume *volume;
         struct scsi_lun scsi;
+        char name[256]; /* "TARGET LUN N", for logs */
 };
 
 struct daemon {
@@ -34,6 +37,7 @@ struct daemon {
         struct reactor *reactors[CONFIG_MAX_REACTORS];
         unsigned nreactors;
         struct line_pool *pool;
+        struct cache *cache;
         struct iscsi_gw *gw;
         struct portal_mgr *portals;
         struct daemon_lun *luns;
@@ -131,6 +135,18 @@ static int add_targets(struct daemon *d)
         return 0;
 }
 
+static int open_volume(struct daemon *d, const struct config_lun *l, struct daemon_lun *dl)
+{
+        snprintf(dl->name, sizeof(dl->name), "%s LUN %u", dl->target->name, l->number);
+        struct volume_conf vc = {.name = dl->name,
+                                 .block_size = l->block_size,
+                                 .write_back = l->write_cache,
+                                 .bypass_threshold = l->bypass_threshold,
+                                 .home = d->reactors[(unsigned)(dl - d->luns) % d->nreactors]};
+        dl->volume = volume_create_cached(d->cache, dl->backend, &vc);
+        return dl->volume ? 0 : -1;
+}
+
 static int open_lun(struct daemon *d, const struct config_target *t, const struct config_lun *l,
                     struct daemon_lun *dl)
 {
@@ -139,8 +155,7 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         dl->backend = backend_file_open(l->path, l->size, l->create);
         if (!dl->backend)
                 return -1;
-        dl->volume = volume_create(dl->backend);
-        if (!dl->volume)
+        if (open_volume(d, l, dl) < 0)
                 return -1;
         struct scsi_lun *s = &dl->scsi;
         s->lun = l->number;
@@ -203,6 +218,38 @@ static int open_portals(struct daemon *d)
 
 /* ---------------- status provider ---------------- */
 
+/* The iSCSI layer knows the lines and the DPT; the cache knows which lines it holds. */
+static json_t *pool_json(struct daemon *d)
+{
+        json_t *pool = iscsi_gw_pool_json(d->gw);
+        struct cache_stats st;
+        cache_get_stats(d->cache, &st);
+        if (pool) {
+                json_object_set_new(pool, "lines_clean", json_integer((json_int_t)st.lines_clean));
+                json_object_set_new(pool, "lines_dirty", json_integer((json_int_t)st.lines_dirty));
+        }
+        return pool;
+}
+
+static json_t *cache_json(struct daemon *d)
+{
+        struct cache_stats st;
+        cache_get_stats(d->cache, &st);
+        uint64_t reads = st.read_hits + st.read_misses;
+        return json_pack(
+            "{s:b, s:f, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+            "s:I, s:I}",
+            "enabled", 1, "hit_ratio", reads ? (double)st.read_hits / reads : 0.0, "read_hits",
+            (json_int_t)st.read_hits, "read_misses", (json_int_t)st.read_misses,
+            "destage_backlog_bytes", (json_int_t)(st.lines_dirty * d->cfg->line_size),
+            "destage_rate_bps", 0.0, "destaged_bytes", (json_int_t)st.destaged_bytes, "destage_ios",
+            (json_int_t)st.destage_ios, "lines_total", (json_int_t)st.lines_total, "lines_free",
+            (json_int_t)st.lines_free, "lines_clean", (json_int_t)st.lines_clean, "lines_dirty",
+            (json_int_t)st.lines_dirty, "merge_copy_bytes", (json_int_t)st.merge_copy_bytes,
+            "cow_lines", (json_int_t)st.cow_lines, "evictions", (json_int_t)st.evictions,
+            "write_waits", (json_int_t)st.write_waits);
+}
+
 static json_t *luns_json(struct daemon *d)
 {
         json_t *arr = json_array();
@@ -242,11 +289,11 @@ static json_t *status_query(void *ctx, const char *object, const json_t *args, c
         if (strcmp(object, "sessions") == 0)
                 return iscsi_gw_sessions_json(d->gw);
         if (strcmp(object, "pool") == 0)
-                return iscsi_gw_pool_json(d->gw);
+                return pool_json(d);
         if (strcmp(object, "stats") == 0)
                 return iscsi_gw_stats_json(d->gw);
         if (strcmp(object, "cache") == 0)
-                return json_pack("{s:b}", "enabled", 0);
+                return cache_json(d);
         if (strcmp(object, "mirror") == 0)
                 return json_pack("{s:[]}", "volumes");
         snprintf(err, errlen, "unknown object \"%s\"", object);
@@ -255,11 +302,20 @@ static json_t *status_query(void *ctx, const char *object, const json_t *args, c
 
 struct flush_wait {
         struct volume_io io;
+        struct volume *v;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool done;
+        bool abandoned; /* the waiter gave up: the completion frees it */
         int result;
 };
+
+static void flush_wait_free(struct flush_wait *w)
+{
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+}
 
 static void flush_done(struct volume_io *io, int result)
 {
@@ -267,46 +323,95 @@ static void flush_done(struct volume_io *io, int result)
         pthread_mutex_lock(&w->lock);
         w->result = result;
         w->done = true;
+        bool abandoned = w->abandoned;
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->lock);
+        if (abandoned)
+                flush_wait_free(w);
 }
-
-struct flush_submit {
-        struct volume *v;
-        struct flush_wait *w;
-};
 
 static void flush_on_reactor(void *arg)
 {
-        struct flush_submit *fs = arg;
-        volume_submit(fs->v, &fs->w->io);
-        free(fs);
+        struct flush_wait *w = arg;
+        volume_submit(w->v, &w->io);
 }
 
-static int flush_lun(struct daemon *d, struct daemon_lun *l)
+/* Whether SIGTERM or SIGINT came again (they are blocked and taken by sigwait in main). */
+static bool second_signal(void)
 {
-        struct flush_wait w = {.io = {.op = VOLUME_FLUSH, .reactor = d->reactors[0]}};
-        w.io.done = flush_done;
-        w.io.priv = &w;
-        pthread_mutex_init(&w.lock, NULL);
-        pthread_cond_init(&w.cond, NULL);
-        struct flush_submit *fs = malloc(sizeof(*fs));
-        int rc = -ENOMEM;
-        if (fs) {
-                *fs = (struct flush_submit){l->volume, &w};
-                if (reactor_call(d->reactors[0], flush_on_reactor, fs) == 0) {
-                        pthread_mutex_lock(&w.lock);
-                        while (!w.done)
-                                pthread_cond_wait(&w.cond, &w.lock);
-                        pthread_mutex_unlock(&w.lock);
-                        rc = w.result;
-                } else {
-                        free(fs);
+        sigset_t pending;
+        if (sigpending(&pending) < 0)
+                return false;
+        return sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT);
+}
+
+/* Flushes one LUN (destage everything dirty, then flush the backend). timeout_s 0 waits
+ * forever. At shutdown a second signal also ends the wait. */
+static int flush_lun(struct daemon *d, struct daemon_lun *l, unsigned timeout_s, bool at_exit)
+{
+        struct flush_wait *w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->io = (struct volume_io){
+            .op = VOLUME_FLUSH, .reactor = d->reactors[0], .done = flush_done, .priv = w};
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
+        w->v = l->volume;
+        if (reactor_call(d->reactors[0], flush_on_reactor, w) < 0) {
+                flush_wait_free(w);
+                return -EIO;
+        }
+        uint64_t deadline = reactor_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+        pthread_mutex_lock(&w->lock);
+        while (!w->done) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 100 * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+                if (w->done)
+                        break;
+                if ((timeout_s && reactor_now_ns() > deadline) || (at_exit && second_signal())) {
+                        w->abandoned = true;
+                        pthread_mutex_unlock(&w->lock);
+                        return -ETIMEDOUT;
                 }
         }
-        pthread_cond_destroy(&w.cond);
-        pthread_mutex_destroy(&w.lock);
+        int rc = w->result;
+        pthread_mutex_unlock(&w->lock);
+        flush_wait_free(w);
         return rc;
+}
+
+/* SIGTERM: everything dirty goes to the backends before exit, within the timeout. */
+static void flush_all(struct daemon *d)
+{
+        if (!d->nreactors || !d->reactors[0])
+                return;
+        struct cache_stats st = {0};
+        if (d->cache)
+                cache_get_stats(d->cache, &st);
+        if (st.lines_dirty)
+                log_info("flushing %llu dirty lines before exit (at most %u s; a second signal "
+                         "stops waiting)",
+                         (unsigned long long)st.lines_dirty, d->cfg->shutdown_flush_timeout);
+        bool all = true;
+        for (unsigned i = 0; i < d->nluns; i++) {
+                if (!d->luns[i].volume)
+                        continue;
+                int rc = flush_lun(d, &d->luns[i], d->cfg->shutdown_flush_timeout, true);
+                if (rc < 0) {
+                        log_err("%s: flush at exit failed: %s", d->luns[i].name, strerror(-rc));
+                        all = false;
+                        if (rc == -ETIMEDOUT)
+                                break;
+                }
+        }
+        if (all && st.lines_dirty)
+                log_info("flushed: every acknowledged write is on its backend");
 }
 
 static int status_operate(void *ctx, const char *op, const json_t *args, json_t **result, char *err,
@@ -324,7 +429,7 @@ static int status_operate(void *ctx, const char *op, const json_t *args, json_t 
                 struct daemon_lun *l = &d->luns[i];
                 if (strcasecmp(l->target->name, target) != 0 || l->conf->number != number)
                         continue;
-                int rc = flush_lun(d, l);
+                int rc = flush_lun(d, l, 0, false);
                 if (rc < 0) {
                         snprintf(err, errlen, "flush failed: %s", strerror(-rc));
                         return -1;
@@ -375,6 +480,12 @@ struct daemon *daemon_start(const struct config *cfg, const char *config_path)
                         (unsigned long long)cfg->pool_size);
                 goto fail;
         }
+        d->cache = cache_create(d->pool, &(struct cache_conf){.high_water = cfg->dirty_high_water,
+                                                              .low_water = cfg->dirty_low_water,
+                                                              .hard_limit = cfg->dirty_hard_limit,
+                                                              .max_age_ms = cfg->dirty_max_age_ms});
+        if (!d->cache)
+                goto fail;
         if (start_reactors(d) < 0 || build_gw(d) < 0 || add_targets(d) < 0 || open_luns(d) < 0 ||
             start_status(d) < 0 || open_portals(d) < 0)
                 goto fail;
@@ -393,9 +504,9 @@ void daemon_stop(struct daemon *d)
         portal_mgr_destroy(d->portals);
         if (d->gw)
                 iscsi_gw_close_all(d->gw);
-        for (unsigned i = 0; i < d->nluns && d->nreactors && d->reactors[0]; i++)
-                if (d->luns[i].volume)
-                        flush_lun(d, &d->luns[i]);
+        flush_all(d);
+        for (unsigned i = 0; i < d->nluns; i++)
+                volume_stop(d->luns[i].volume);
         for (unsigned i = 0; i < d->nreactors; i++)
                 if (d->reactors[i])
                         reactor_stop(d->reactors[i]);
@@ -404,6 +515,7 @@ void daemon_stop(struct daemon *d)
                 if (d->luns[i].backend)
                         backend_destroy(d->luns[i].backend);
         }
+        cache_destroy(d->cache);
         iscsi_gw_destroy(d->gw);
         for (unsigned i = 0; i < d->nreactors; i++)
                 reactor_destroy(d->reactors[i]);
