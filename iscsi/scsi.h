@@ -80,6 +80,10 @@ struct scsi_pr_reg {
 struct scsi_lun {
         uint64_t lun;        /* LUN number */
         uint32_t block_size; /* 512 or 4096 */
+        /* 512 or 4096, a power-of-two multiple of block_size (0: block_size). Reported as
+         * READ CAPACITY(16) LBPPBE and as the optimal transfer and unmap granularities of
+         * the Block Limits VPD page; no command requires alignment to it. */
+        uint32_t physical_block_size;
         uint64_t num_blocks;
         struct volume *volume;
         char vendor[9];        /* "ISERGW  " */

@@ -187,6 +187,19 @@ static inline uint32_t scsi_caw_max_blocks(const struct scsi_lun *lun)
         return SCSI_MAX_CAW_BLOCKS;
 }
 
+/* Logical blocks per physical block (1 when physical_block_size is unset or no larger). */
+static inline uint32_t scsi_lbppb(const struct scsi_lun *lun)
+{
+        uint32_t pbs = lun->physical_block_size;
+        return pbs > lun->block_size ? pbs / lun->block_size : 1;
+}
+
+/* READ CAPACITY(16) LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: log2 of scsi_lbppb(). */
+static inline uint8_t scsi_lbppbe(const struct scsi_lun *lun)
+{
+        return (uint8_t)__builtin_ctz(scsi_lbppb(lun));
+}
+
 /* Writes are refused: a read-only LU (WRITE PROTECTED), or SWP set by MODE SELECT (LOGICAL
  * UNIT SOFTWARE WRITE PROTECTED). Returns COMPLETE with the sense set, or READY. */
 static inline enum scsi_cmd_state scsi_check_write_protect(struct scsi_cmd *cmd)

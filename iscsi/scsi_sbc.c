@@ -303,6 +303,8 @@ enum scsi_cmd_state sbc_read_capacity16(struct scsi_cmd *cmd)
         if (b) {
                 put_be64(&b[0], last_lba(cmd->lun));
                 put_be32(&b[8], cmd->lun->block_size);
+                /* LBPPBE; LOWEST ALIGNED LBA (bytes 14-15) 0: LBA 0 starts a physical block */
+                b[13] = scsi_lbppbe(cmd->lun) & 0x0f;
                 if (cmd->lun->thin)
                         b[14] = 0x80 | 0x40; /* LBPME, LBPRZ */
         }

@@ -136,15 +136,19 @@ static uint32_t vpd_device_id(const struct scsi_cmd *cmd, uint8_t *b)
         return pos;
 }
 
+/* The granularities are the physical block: smaller or unaligned writes make the backing
+ * store read-modify-write, and an unmap only frees whole physical blocks. */
 static uint32_t vpd_block_limits(const struct scsi_lun *lun, uint8_t *b)
 {
         put_be16(&b[2], 0x3c);
         b[5] = (uint8_t)scsi_caw_max_blocks(lun);
-        put_be16(&b[6], lun->block_size < 4096 ? (uint16_t)(4096 / lun->block_size) : 1);
+        put_be16(&b[6], (uint16_t)scsi_lbppb(lun)); /* OPTIMAL TRANSFER LENGTH GRANULARITY */
         put_be32(&b[8], lun->max_xfer_blocks);
         if (lun->thin) {
                 put_be32(&b[20], SCSI_MAX_UNMAP_BLOCKS);
                 put_be32(&b[24], SCSI_MAX_UNMAP_DESCRIPTORS);
+                put_be32(&b[28], scsi_lbppb(lun)); /* OPTIMAL UNMAP GRANULARITY */
+                b[32] = 0x80; /* UGAVALID, UNMAP GRANULARITY ALIGNMENT 0 (as LOWEST ALIGNED LBA) */
         }
         put_be64(&b[36], SCSI_MAX_WS_BLOCKS);
         return 64;

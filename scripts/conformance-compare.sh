@@ -14,8 +14,12 @@
 #
 # Both targets serve one 1 GiB sparse file with 512-byte blocks on a free loopback port:
 # tgtd through scripts/lib-tgt.sh (rdwr backing store, LUN 1), isergw through
-# tests/integration/lib.sh (LUN 0). Raw reports, parsed results and daemon logs are kept in
-# the directory printed at the end (CMP_OUT to choose it). CU_TIMEOUT bounds each run.
+# tests/integration/lib.sh (LUN 0). isergw then runs a second time, as
+# tests/integration/test_conformance.sh does, in the configuration of
+# tests/conformance/runs.sh (4096-byte physical blocks, the suites that depend on them; a few
+# seconds), and the report combines its two runs. Raw reports, parsed results and daemon
+# logs are kept in the directory printed at the end (CMP_OUT to choose it). CU_TIMEOUT
+# bounds each run. TGT_CTL sets tgtd's management channel number (-C; default: the port).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DOC="$ROOT/docs/conformance.md"
@@ -53,6 +57,8 @@ done
 source "$ROOT/tests/integration/lib.sh"
 # shellcheck source=lib-tgt.sh
 source "$ROOT/scripts/lib-tgt.sh"
+# shellcheck source=../tests/conformance/runs.sh
+source "$ROOT/tests/conformance/runs.sh"
 
 OUT=${CMP_OUT:-$(mktemp -d /tmp/isergw-conformance.XXXXXX)}
 mkdir -p "$OUT"
@@ -124,13 +130,22 @@ run_tgt() {
 
 run_tgt tgt
 
-echo "== isergw"
-LUN_SIZE=1G BLOCK_SIZE=512 write_config
-start_daemon
-echo "isergw: $URL"
-"$CONF/run-cu.sh" -o "$OUT/isergw" "$URL" || die "the run against isergw did not complete; see $OUT/isergw"
-cp "$DAEMON_LOG" "$TMP/isergw.conf" "$OUT/isergw/"
-stop_daemon
+# run_isergw NAME TESTS LUN_SIZE LUN_EXTRA: a fresh daemon and LU for each run.
+run_isergw() {
+	local name=$1 tests=$2 size=$3 extra=$4
+	echo "== isergw ($name)"
+	rm -f "$TMP/lun0.img"
+	LUN_SIZE=$size BLOCK_SIZE=512 LUN_EXTRA=$extra write_config
+	start_daemon
+	echo "isergw: $URL"
+	CU_TESTS=$tests "$CONF/run-cu.sh" -o "$OUT/$name" "$URL" ||
+		die "the run against isergw did not complete; see $OUT/$name"
+	cp "$DAEMON_LOG" "$TMP/isergw.conf" "$OUT/$name/"
+	stop_daemon
+}
+
+run_isergw isergw "$CU_MAIN_TESTS" "$CU_MAIN_LUN_SIZE" "$CU_MAIN_LUN_EXTRA"
+run_isergw isergw-pbs4k "$CU_PBS4K_TESTS" "$CU_PBS4K_LUN_SIZE" "$CU_PBS4K_LUN_EXTRA"
 
 one_url_args=()
 if [ "${CMP_TGT_ONE_URL:-1}" = 1 ]; then
@@ -160,6 +175,8 @@ meta = {
     "isergw_version": "$isergw_ver",
     "tgt_seconds": "$(awk '{print $2}' "$OUT/tgt/cu.rc")",
     "isergw_seconds": "$(awk '{print $2}' "$OUT/isergw/cu.rc")",
+    "isergw_pbs4k_seconds": "$(awk '{print $2}' "$OUT/isergw-pbs4k/cu.rc")",
+    "isergw_pbs4k_tests": "$CU_PBS4K_TESTS",
     "machine": "$(nproc) cores, ${cpu:-unknown CPU}, $mem RAM",
     "os": "$os",
     "kernel": "$(uname -r)",
@@ -170,23 +187,25 @@ meta = {
               + (" plus $git_mod locally modified tracked files" if $git_mod else "")
               + ", CMAKE_BUILD_TYPE=${build_type:-(none)}",
     "isergw_config": "tests/integration/lib.sh config: 1 GiB LUN 0, 512-byte blocks, "
-                     "2 reactors, 64M cache pool, everything else default",
+                     "2 reactors, 64M cache pool, everything else default; the second run "
+                     "adds physical_block_size = 4096 (tests/conformance/runs.sh)",
     "tgt_config": "scripts/lib-tgt.sh: tgtd -f --iscsi portal=127.0.0.1:PORT, LUN 1 "
                   "--bstype rdwr --blocksize 512, initiator-address ALL",
     "reproduce": "cmake -S . -B $build_rel $build_flags && cmake --build $build_rel\n"
                  "BIN=$build_rel/bin scripts/conformance-compare.sh    # writes docs/conformance.md",
     "tgt_cmd": open("$OUT/tgt/cu.cmd").read().strip(),
     "isergw_cmd": open("$OUT/isergw/cu.cmd").read().strip(),
+    "isergw_pbs4k_cmd": open("$OUT/isergw-pbs4k/cu.cmd").read().strip(),
     "tgt_one_url_cmd": open("$OUT/tgt-one-url/cu.cmd").read().strip() if "${one_url_args[*]}" else "",
 }
-for k in ("tgt_cmd", "isergw_cmd", "tgt_one_url_cmd"):
+for k in ("tgt_cmd", "isergw_cmd", "isergw_pbs4k_cmd", "tgt_one_url_cmd"):
     import re
     meta[k] = re.sub(r"iscsi://127\.0\.0\.1:\d+/", "iscsi://127.0.0.1:PORT/", meta[k])
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 PY
 
 python3 "$CONF/make-report.py" --tgt "$OUT/tgt/cu.json" --isergw "$OUT/isergw/cu.json" \
-	"${one_url_args[@]}" --skipped "$CONF/skipped.txt" --meta "$OUT/meta.json" --out "$DOC"
+	--isergw-pbs4k "$OUT/isergw-pbs4k/cu.json" "${one_url_args[@]}" --skipped "$CONF/skipped.txt" --meta "$OUT/meta.json" --out "$DOC"
 
 summary() {
 	python3 -c 'import json, sys
@@ -195,6 +214,9 @@ print("run %(run)d, pass %(pass)d, skip %(skip)d, fail %(fail)d" % c)' "$1"
 }
 echo "tgt:    $(summary "$OUT/tgt/cu.json")"
 echo "isergw: $(summary "$OUT/isergw/cu.json")"
+echo "isergw, 4 KiB physical blocks: $(summary "$OUT/isergw-pbs4k/cu.json")"
+python3 "$CONF/check-cu.py" "$OUT/isergw/cu.json" "$OUT/isergw-pbs4k/cu.json" \
+	"$CONF/expected-pass.txt" "$CONF/skipped.txt" | tail -n 1 | sed 's/^conformance:/isergw, both runs:/' || true
 if [ -f "$OUT/tgt-one-url/cu.json" ]; then
 	echo "tgt, one URL: $(summary "$OUT/tgt-one-url/cu.json")"
 fi

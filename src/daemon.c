@@ -160,6 +160,7 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         struct scsi_lun *s = &dl->scsi;
         s->lun = l->number;
         s->block_size = l->block_size;
+        s->physical_block_size = l->physical_block_size;
         s->num_blocks = backend_size(dl->backend) / l->block_size;
         s->volume = dl->volume;
         s->write_cache = l->write_cache;
@@ -169,9 +170,9 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         scsi_lun_init_identity(s, t->name, l->number);
         if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)
                 return -1;
-        log_info("target %s LUN %u: %s, %llu blocks of %u bytes%s", t->name, l->number, l->path,
-                 (unsigned long long)s->num_blocks, l->block_size,
-                 l->read_only ? ", read-only" : "");
+        log_info("target %s LUN %u: %s, %llu blocks of %u bytes (physical %u)%s", t->name,
+                 l->number, l->path, (unsigned long long)s->num_blocks, l->block_size,
+                 l->physical_block_size, l->read_only ? ", read-only" : "");
         return 0;
 }
 

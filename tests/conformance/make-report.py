@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
 """Write docs/conformance.md from two parsed iscsi-test-cu runs (tgt and isergw).
 
-Usage: make-report.py --tgt TGT.json --isergw ISERGW.json --skipped skipped.txt
-                      --meta META.json [--tgt-one-url TGT1.json] --out FILE
+Usage: make-report.py --tgt TGT.json --isergw ISERGW.json [--isergw-pbs4k PBS4K.json]
+                      --skipped skipped.txt --meta META.json [--tgt-one-url TGT1.json]
+                      --out FILE
 
 Called by scripts/conformance-compare.sh; META.json carries the machine, the versions, the
 command lines and the run times. Every number in the output comes from the JSON files.
+PBS4K.json is isergw's second run (tests/conformance/runs.sh: 4096-byte physical blocks);
+isergw's results are then the two runs combined as cu_results.py does.
 """
 
 import argparse
 import collections
 import fnmatch
 import json
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import cu_results  # noqa: E402
 
 
 def load(path):
@@ -43,14 +50,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tgt", required=True)
     ap.add_argument("--isergw", required=True)
+    ap.add_argument("--isergw-pbs4k")
     ap.add_argument("--tgt-one-url")
     ap.add_argument("--skipped", required=True)
     ap.add_argument("--meta", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    tgt, ig, meta = load(args.tgt), load(args.isergw), load(args.meta)
+    tgt, ig_main, meta = load(args.tgt), load(args.isergw), load(args.meta)
     tgt1 = load(args.tgt_one_url) if args.tgt_one_url else None
+    pbs = load(args.isergw_pbs4k) if args.isergw_pbs4k else None
+    ig = cu_results.combine([ig_main, pbs], ["main", "pbs4k"]) if pbs else ig_main
     skipped = read_skipped(args.skipped)
     tr = {r["test"]: r for r in tgt["results"]}
     ir = {r["test"]: r for r in ig["results"]}
@@ -69,6 +79,12 @@ def main():
       "runs over two sessions to the same LU. Each target serves one 1 GiB sparse file with "
       "512-byte blocks over loopback TCP.")
     w("")
+    if pbs:
+        w("isergw runs a second, shorter time against a LU with 512-byte logical and 4096-byte "
+          "physical blocks, for the tests that need more than one logical block per physical "
+          "block (see [The 4 KiB physical block run](#the-4-kib-physical-block-run)); "
+          "isergw's results are both runs combined: a test passes if it passed in either run.")
+        w("")
     w("A test that libiscsi reports as `[SKIPPED]` (the target lacks the command or the LU "
       "lacks the property the test needs) is counted as a skip here, although CUnit's own "
       "summary counts it as passed; see [How results are counted](#how-results-are-counted).")
@@ -77,16 +93,30 @@ def main():
     w("## Totals")
     w("")
     tc, ic = tgt["counts"], ig["counts"]
-    tcu, icu = tgt["cunit_summary"]["tests"], ig["cunit_summary"]["tests"]
-    w(f"| | tgt {meta['tgt_version']} | isergw {meta['isergw_version']} |")
-    w("|---|---:|---:|")
-    w(f"| tests run | {tc['run']} | {ic['run']} |")
-    w(f"| pass | {tc['pass']} | {ic['pass']} |")
-    w(f"| skip (the test skipped itself) | {tc['skip']} | {ic['skip']} |")
-    w(f"| fail | {tc['fail']} | {ic['fail']} |")
-    w(f"| CUnit's summary: passed / failed | {tcu['passed']} / {tcu['failed']} | "
-      f"{icu['passed']} / {icu['failed']} |")
-    w(f"| run time | {meta['tgt_seconds']} s | {meta['isergw_seconds']} s |")
+    # columns: tgt, isergw's main run, and with a second run: that run and the combination
+    cols = [(f"tgt {meta['tgt_version']}", tgt, f"{meta['tgt_seconds']} s")]
+    if pbs:
+        pbs_s = meta.get("isergw_pbs4k_seconds", "?")
+        both_s = (f"{int(meta['isergw_seconds']) + int(pbs_s)} s"
+                  if f"{meta['isergw_seconds']}{pbs_s}".isdigit() else "-")
+        cols += [(f"isergw {meta['isergw_version']}, main run", ig_main,
+                  f"{meta['isergw_seconds']} s"),
+                 ("isergw, 4 KiB physical blocks", pbs, f"{pbs_s} s"),
+                 ("isergw, both runs", ig, both_s)]
+    else:
+        cols.append((f"isergw {meta['isergw_version']}", ig, f"{meta['isergw_seconds']} s"))
+
+    def cunit(doc):
+        c = doc.get("cunit_summary", {}).get("tests")
+        return f"{c['passed']} / {c['failed']}" if c else "-"
+
+    w("| | " + " | ".join(c[0] for c in cols) + " |")
+    w("|---|" + "---:|" * len(cols))
+    for label, key in (("tests run", "run"), ("pass", "pass"),
+                       ("skip (the test skipped itself)", "skip"), ("fail", "fail")):
+        w(f"| {label} | " + " | ".join(str(c[1]["counts"][key]) for c in cols) + " |")
+    w("| CUnit's summary: passed / failed | " + " | ".join(cunit(c[1]) for c in cols) + " |")
+    w("| run time | " + " | ".join(c[2] for c in cols) + " |")
     w("")
     for name, doc in (("tgt", tgt), ("isergw", ig)):
         fails = [r for r in doc["results"] if r["status"] == "fail"]
@@ -99,6 +129,12 @@ def main():
         else:
             w(f"No failures against {name}.")
             w("")
+
+    def ig_word(r):  # isergw's status, saying so when only the second run gave it
+        word = status_word(r and r["status"])
+        if r and "runs" in r and r["runs"].get("main") != r["status"]:
+            word += " (4 KiB run)"
+        return word
 
     diff = [t for t in order if (tr.get(t) or {}).get("status") != (ir.get(t) or {}).get("status")]
     w(f"## Tests with different results ({len(diff)})")
@@ -117,7 +153,7 @@ def main():
             why.append(f"tgt: {a['reason']}")
         if b and b["status"] != "pass":
             why.append(f"isergw: {b['reason']}")
-        w(f"| `{t}` | {status_word(a and a['status'])} | {status_word(b and b['status'])} | "
+        w(f"| `{t}` | {status_word(a and a['status'])} | {ig_word(b)} | "
           f"{md('; '.join(why))} |")
     w("")
 
@@ -142,6 +178,31 @@ def main():
           f"{md(' / '.join(msgs))} |")
     w("")
 
+    if pbs:
+        pc = pbs["counts"]
+        gained = [r["test"] for r in ig["results"]
+                  if r["runs"].get("main") == "skip" and r["runs"].get("pbs4k") == "pass"]
+        lost = [r["test"] for r in ig["results"]
+                if r["runs"].get("main") == "pass" and r["runs"].get("pbs4k") not in (None, "pass")]
+        w("## The 4 KiB physical block run")
+        w("")
+        w("The second isergw run serves a 1 GiB LU with `block_size = 512` and "
+          "`physical_block_size = 4096` (READ CAPACITY(16) reports LBPPBE 3, eight logical "
+          "blocks per physical block; the Block Limits VPD page an optimal transfer and "
+          "unmap granularity of 8) and runs only the suites that depend on it, "
+          f"`-t {meta.get('isergw_pbs4k_tests', '?')}`: {pc['run']} tests, {pc['pass']} pass, "
+          f"{pc['skip']} skip, {pc['fail']} fail. The suites and the one test left out of them "
+          "(and why) are in `tests/conformance/runs.sh`; `tests/integration/test_conformance.sh` "
+          "makes the same two runs.")
+        w("")
+        w("Tests that skip on the 512-byte LU and pass here "
+          f"({len(gained)}): " + (", ".join(f"`{t}`" for t in gained) or "none") + ".")
+        w("")
+        if lost:
+            w("Tests that pass on the 512-byte LU but not here: "
+              + ", ".join(f"`{t}`" for t in lost) + ".")
+            w("")
+
     w("## How results are counted")
     w("")
     w("`tests/conformance/parse-cu.py` reads iscsi-test-cu's CUnit report (`-v`). CUnit prints "
@@ -156,6 +217,12 @@ def main():
       "reports a result (hang, crash, timeout) is a failure. The parser checks its counts "
       "against CUnit's run summary (skips + passes = CUnit's passed).")
     w("")
+    if pbs:
+        w("isergw's two runs are combined test by test (`tests/conformance/cu_results.py`): a "
+          "test that failed in either run is a failure, else one that passed in either is a "
+          "pass, else it is a skip. `tests/conformance/check-cu.py` judges the lists against "
+          "the same combination.")
+        w("")
     if tgt1:
         c1 = tgt1["counts"]
         fails1 = [r["test"] for r in tgt1["results"] if r["status"] == "fail"]
@@ -207,6 +274,8 @@ def main():
     w("```sh")
     w(meta["tgt_cmd"])
     w(meta["isergw_cmd"])
+    if meta.get("isergw_pbs4k_cmd"):
+        w(meta["isergw_pbs4k_cmd"])
     w("```")
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(L) + "\n")

@@ -138,6 +138,7 @@ static void check_default_values(const struct config *cfg)
         cr_assert_str_eq(lun->path, "var/lun0.img");
         cr_assert_eq(lun->size, 1ull << 30);
         cr_assert_eq(lun->block_size, 512);
+        cr_assert_eq(lun->physical_block_size, 512, "physical_block_size defaults to block_size");
         cr_assert(lun->create);
         cr_assert(!lun->read_only);
         cr_assert(lun->write_cache);
@@ -592,6 +593,38 @@ Test(config_error, out_of_range)
         expect_error(BASE "block_size = 1024\n", "t.conf:7: block_size must be 512 or 4096");
         expect_error(PORTAL TARGET "[lun iqn.2026-11.io.isergw:t:16384]\n",
                      "t.conf:4: lun number must be between 0 and 16383");
+}
+
+Test(config, physical_block_size)
+{
+        struct config *cfg = load_ok(BASE "physical_block_size = 4096\n");
+        cr_assert_eq(cfg->targets[0].luns[0].block_size, 512);
+        cr_assert_eq(cfg->targets[0].luns[0].physical_block_size, 4096);
+        config_free(cfg);
+        cfg = load_ok(BASE "block_size = 4096\n");
+        cr_assert_eq(cfg->targets[0].luns[0].physical_block_size, 4096, "defaults to block_size");
+        config_free(cfg);
+        cfg = load_ok(BASE "physical_block_size = 512\n");
+        cr_assert_eq(cfg->targets[0].luns[0].physical_block_size, 512);
+        config_free(cfg);
+        cfg = load_ok(BASE "physical_block_size = 4K\n"); /* sizes take suffixes */
+        cr_assert_eq(cfg->targets[0].luns[0].physical_block_size, 4096);
+        config_free(cfg);
+}
+
+Test(config_error, physical_block_size)
+{
+        const char *const bad[] = {"1024", "2048", "8192", "0", "-512", "4097", "huge"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char text[512];
+                snprintf(text, sizeof(text), BASE "physical_block_size = %s\n", bad[i]);
+                expect_error_prefix(text, "t.conf:7: ");
+                cr_assert(strstr(err, "physical_block_size"), "%s: %s", bad[i], err);
+        }
+        expect_error(BASE "physical_block_size = 1024\n",
+                     "t.conf:7: physical_block_size must be 512 or 4096");
+        expect_error(BASE "block_size = 4096\nphysical_block_size = 512\n",
+                     "t.conf:8: physical_block_size is smaller than block_size (4096)");
 }
 
 Test(config_error, inconsistent_gateway_values)

@@ -677,10 +677,12 @@ Test(scsi, vpd_block_limits)
         cr_assert_eq(get16(&d[2]), 0x3c);
         cr_assert_eq(d[4], 0, "WSNZ clear: 0 blocks means to the end");
         cr_assert_eq(d[5], 255, "MAXIMUM COMPARE AND WRITE LENGTH");
-        cr_assert_eq(get16(&d[6]), 8, "OPTIMAL TRANSFER LENGTH GRANULARITY (4 KiB)");
+        cr_assert_eq(get16(&d[6]), 1, "OPTIMAL TRANSFER LENGTH GRANULARITY: one block");
         cr_assert_eq(get32(&d[8]), MAX_XFER);
         cr_assert_eq(get32(&d[20]), 0x100000, "MAXIMUM UNMAP LBA COUNT");
         cr_assert_eq(get32(&d[24]), 256, "MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT");
+        cr_assert_eq(get32(&d[28]), 1, "OPTIMAL UNMAP GRANULARITY");
+        cr_assert_eq(d[32], 0x80, "UGAVALID, UNMAP GRANULARITY ALIGNMENT 0");
         cr_assert_eq(get64(&d[36]), 0xffff, "MAXIMUM WRITE SAME LENGTH");
         cr_assert_eq(get32(&d[44]), 0, "no atomic writes");
         run_free(r);
@@ -691,6 +693,8 @@ Test(scsi, vpd_block_limits)
         cr_assert_eq(r->in[5], 32, "COMPARE AND WRITE moves twice its blocks");
         cr_assert_eq(get32(&r->in[20]), 0);
         cr_assert_eq(get32(&r->in[24]), 0);
+        cr_assert_eq(get32(&r->in[28]), 0, "no unmap granularity without UNMAP");
+        cr_assert_eq(r->in[32], 0);
         run_free(r);
 }
 
@@ -772,6 +776,43 @@ Test(scsi, read_capacity16)
         cr_assert_eq(get64(&r->in[0]), 0x1ffffffffull);
         cr_assert_eq(r->in[14], 0);
         run_free(r);
+}
+
+/* physical_block_size: READ CAPACITY(16) LBPPBE and LOWEST ALIGNED LBA, and the Block
+ * Limits granularities, which count logical blocks. */
+static void assert_physical_block(uint32_t bs, uint32_t pbs, bool thin, uint8_t lbppbe)
+{
+        lun.block_size = bs;
+        lun.physical_block_size = pbs;
+        lun.thin = thin;
+        struct cdb c = cdb16(0x9e, 0x10, 0, 32);
+        struct run *r = run(c.b, 32, NULL);
+        assert_good(r);
+        cr_assert_eq(get32(&r->in[8]), bs);
+        cr_assert_eq(r->in[13], lbppbe, "%u/%u: LBPPBE %u, want %u", bs, pbs, r->in[13], lbppbe);
+        cr_assert_eq(get16(&r->in[14]) & 0x3fff, 0, "LOWEST ALIGNED LBA");
+        cr_assert_eq(r->in[14] & 0xc0, thin ? 0xc0 : 0, "LBPME, LBPRZ untouched");
+        run_free(r);
+
+        c = inquiry(true, 0xb0, 255);
+        r = run(c.b, 255, NULL);
+        assert_good(r);
+        cr_assert_eq(get16(&r->in[6]), 1u << lbppbe, "OPTIMAL TRANSFER LENGTH GRANULARITY");
+        cr_assert_eq(get32(&r->in[28]), thin ? 1u << lbppbe : 0, "OPTIMAL UNMAP GRANULARITY");
+        cr_assert_eq(r->in[32], thin ? 0x80 : 0, "UGAVALID");
+        cr_assert_eq(get32(&r->in[20]) >= (1u << lbppbe), thin,
+                     "MAXIMUM UNMAP LBA COUNT covers a physical block");
+        run_free(r);
+}
+
+Test(scsi, physical_block_size)
+{
+        assert_physical_block(512, 0, true, 0); /* unset: one logical block per physical */
+        assert_physical_block(512, 512, true, 0);
+        assert_physical_block(512, 4096, true, 3);
+        assert_physical_block(512, 4096, false, 3);
+        assert_physical_block(4096, 4096, true, 0);
+        assert_physical_block(4096, 0, false, 0);
 }
 
 Test(scsi, get_lba_status)
@@ -2333,6 +2374,64 @@ Test(scsi, compare_and_write_checks)
         r = run(c.b, 10 * BS, NULL);
         assert_invalid_cdb(r, 13, -1);
         run_free(r);
+}
+
+/* With 8 logical blocks per physical block, unmaps need not be aligned to physical blocks
+ * (they read back as zeroes all the same: LBPRZ), and the data-out of WRITE SAME and
+ * COMPARE AND WRITE must still match the CDB exactly (iscsi-test-cu's UnmapUnaligned and
+ * InvalidDataOutSize, which only run on such a LU). */
+Test(scsi, unaligned_to_physical_block)
+{
+        lun.physical_block_size = 4096;
+        uint8_t *block = pattern(BS, 3);
+        uint8_t zero[8 * BS] = {0};
+        for (uint32_t i = 1; i < 8; i++) {
+                fill_lun();
+                struct cdb c = i % 2 ? cdb10(0x41, 0x08, i, (uint16_t)(8 - i))
+                                     : cdb16(0x93, 0x08, i, 8 - i); /* UNMAP bit */
+                struct run *r = run(c.b, BS, block);
+                assert_good(r);
+                cr_assert_arr_eq(mem->bytes + i * BS, zero, (8 - i) * BS, "LBA %u", i);
+                cr_assert_neq(mem->bytes[(i - 1) * BS + 1], 0, "block before, LBA %u", i);
+                cr_assert_neq(mem->bytes[8 * BS + 1], 0, "next physical block, LBA %u", i);
+                run_free(r);
+        }
+        free(block);
+
+        fill_lun();
+        const uint64_t lba[] = {3, 13};
+        const uint32_t nb[] = {2, 6};
+        uint32_t len;
+        uint8_t *list = unmap_list(2, lba, nb, &len);
+        struct run *r = run_unmap(&lun, list, len);
+        assert_good(r);
+        cr_assert_arr_eq(mem->bytes + 3 * BS, zero, 2 * BS);
+        cr_assert_arr_eq(mem->bytes + 13 * BS, zero, 6 * BS);
+        cr_assert_neq(mem->bytes[5 * BS + 1], 0);
+        cr_assert_neq(mem->bytes[12 * BS + 1], 0);
+        run_free(r);
+        free(list);
+
+        uint8_t data[4 * BS] = {0};
+        const uint32_t ws_edtl[] = {BS / 2, 2 * BS};
+        for (int k = 0; k < 2; k++) {
+                struct cdb c = cdb10(0x41, 0x08, 0, 1);
+                r = run(c.b, ws_edtl[k], data);
+                assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+                run_free(r);
+                c = cdb16(0x93, 0x08, 0, 1);
+                r = run(c.b, ws_edtl[k], data);
+                assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+                run_free(r);
+        }
+        const uint8_t caw_blocks[] = {1, 3}; /* 4 blocks of data-out: too much, too little */
+        for (int k = 0; k < 2; k++) {
+                struct cdb c = caw(0, caw_blocks[k], 0);
+                r = run(c.b, 4 * BS, data);
+                assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+                cr_assert_eq(mem->count[VOLUME_WRITE], 0);
+                run_free(r);
+        }
 }
 
 Test(scsi, compare_and_write_serialised)
