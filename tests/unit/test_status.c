@@ -1451,26 +1451,26 @@ Test(ctl, errors_and_exit_status)
         cr_assert_str_eq(r.err, "isergw-ctl: flush failed: Input/output error\n");
         ctl_free(&r);
 
-        static const char *const usage_errors[] = {"",
-                                                   "frobnicate",
-                                                   "flush t",
-                                                   "flush t x",
-                                                   "flush t -1",
-                                                   "--watch 0 stats",
-                                                   "--watch 1 flush t 0",
-                                                   "stats extra",
-                                                   "fault t",
-                                                   "fault t x",
-                                                   "fault t 0 bogus=1",
-                                                   "fault t 0 fail_writes",
-                                                   "fault t 0 fail_writes=",
-                                                   "fault t 0 fail_reads=-1",
-                                                   "fault t 0 fail_reads=4294967296",
-                                                   "fault t 0 delay_ms=always",
-                                                   "fault t 0 delay_ms=60001",
-                                                   "fault t 0 fail_reads=1 fail_reads=1 "
-                                                   "fail_reads=1 fail_reads=1 fail_reads=1",
-                                                   "--watch 1 fault t 0"};
+        static const char *const usage_errors[] = {
+            "",
+            "frobnicate",
+            "flush t",
+            "flush t x",
+            "flush t -1",
+            "--watch 0 stats",
+            "--watch 1 flush t 0",
+            "stats extra",
+            "fault t",
+            "fault t x",
+            "fault t 0 bogus=1",
+            "fault t 0 fail_writes",
+            "fault t 0 fail_writes=",
+            "fault t 0 fail_reads=-1",
+            "fault t 0 fail_reads=4294967296",
+            "fault t 0 delay_ms=always",
+            "fault t 0 delay_ms=60001",
+            "fault t 0 delay_ms=1 delay_ms=1 delay_ms=1 delay_ms=1 delay_ms=1",
+            "--watch 1 fault t 0"};
         for (size_t i = 0; i < sizeof(usage_errors) / sizeof(usage_errors[0]); i++) {
                 snprintf(args, sizeof(args), "--socket '%s' %s", fx.path, usage_errors[i]);
                 r = ctl(&fx, args);
