@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +27,7 @@ struct ctl_command {
         int (*run)(struct ctl_conn *c, const struct ctl_command *cmd, char **argv, bool json,
                    FILE *out, char *err, size_t errlen);
         void (*render)(FILE *out, const json_t *result);
+        int optional_args; /* up to this many more arguments */
 };
 
 static void print_json(FILE *out, const json_t *v)
@@ -116,17 +118,94 @@ static int run_flush(struct ctl_conn *c, const struct ctl_command *cmd, char **a
         return 0;
 }
 
+/* fault's KEY=VALUE arguments; VALUE "always" means every I/O until changed (UINT32_MAX). */
+static const char *const fault_keys[] = {"fail_reads", "fail_writes", "fail_flushes", "delay_ms"};
+#define NFAULT_KEYS (sizeof(fault_keys) / sizeof(fault_keys[0]))
+
+/* Parses "KEY=VALUE" into fault_keys[*key] = *value; -1 (with err) if it is not one. */
+static int parse_fault_arg(const char *arg, size_t *key, long long *value, char *err, size_t errlen)
+{
+        const char *eq = strchr(arg, '=');
+        for (size_t k = 0; eq && k < NFAULT_KEYS; k++) {
+                if (strlen(fault_keys[k]) != (size_t)(eq - arg) ||
+                    strncmp(arg, fault_keys[k], (size_t)(eq - arg)) != 0)
+                        continue;
+                bool delay = strcmp(fault_keys[k], "delay_ms") == 0;
+                long long max = delay ? 60000 : UINT32_MAX;
+                *key = k;
+                if (!delay && strcmp(eq + 1, "always") == 0) {
+                        *value = UINT32_MAX;
+                        return 0;
+                }
+                if (parse_lun(eq + 1, value) == 0 && *value <= max)
+                        return 0;
+                snprintf(err, errlen, "%s wants a number 0..%lld%s, not \"%s\"", fault_keys[k], max,
+                         delay ? "" : " or \"always\"", eq + 1);
+                return -1;
+        }
+        snprintf(err, errlen,
+                 "\"%s\" is not KEY=VALUE with KEY one of fail_reads, fail_writes, "
+                 "fail_flushes, delay_ms",
+                 arg);
+        return -1;
+}
+
+static void print_fault(FILE *out, const char *target, long long lun, const json_t *result)
+{
+        fprintf(out, "fault %s lun %lld:", target, lun);
+        for (size_t k = 0; k < NFAULT_KEYS; k++) {
+                json_int_t v = json_integer_value(json_object_get(result, fault_keys[k]));
+                if (v == UINT32_MAX && k < NFAULT_KEYS - 1)
+                        fprintf(out, " %s=always", fault_keys[k]);
+                else
+                        fprintf(out, " %s=%lld", fault_keys[k], (long long)v);
+        }
+        const char *last = json_string_value(json_object_get(result, "last_error"));
+        fprintf(out, "; backend errors so far: %lld%s%s\n",
+                (long long)json_integer_value(json_object_get(result, "backend_errors")),
+                last ? ", last: " : "", last ? last : "");
+}
+
+/* fault TARGET LUN [KEY=VALUE...]: sets every setting (those not given to 0). */
+static int run_fault(struct ctl_conn *c, const struct ctl_command *cmd, char **argv, bool json,
+                     FILE *out, char *err, size_t errlen)
+{
+        long long lun = 0;
+        parse_lun(argv[1], &lun); /* checked in main() */
+        json_t *req = json_pack("{s:s, s:{s:s, s:I}}", "cmd", "fault", "lun", "target", argv[0],
+                                "lun", (json_int_t)lun);
+        for (size_t k = 0; k < NFAULT_KEYS; k++)
+                json_object_set_new(req, fault_keys[k], json_integer(0));
+        for (char **a = argv + 2; *a; a++) {
+                size_t key;
+                long long value;
+                if (parse_fault_arg(*a, &key, &value, err, errlen) == 0) /* checked in main() */
+                        json_object_set_new(req, fault_keys[key], json_integer(value));
+        }
+        json_t *result = ctl_call(c, req, 30000, err, errlen);
+        if (!result)
+                return -1;
+        if (json)
+                print_json(out, result);
+        else
+                print_fault(out, argv[0], lun, result);
+        json_decref(result);
+        return 0;
+}
+
 static const struct ctl_command commands[] = {
-    {"status", "", 0, run_status, NULL},
-    {"targets", "", 0, run_object, render_targets},
-    {"sessions", "", 0, run_object, render_sessions},
-    {"luns", "", 0, run_object, render_luns},
-    {"pool", "", 0, run_object, render_pool},
-    {"cache", "", 0, run_object, render_cache},
-    {"mirror", "", 0, run_object, render_mirror},
-    {"stats", "", 0, run_object, render_stats},
-    {"metrics", "", 0, run_metrics, NULL},
-    {"flush", " TARGET LUN", 2, run_flush, NULL},
+    {"status", "", 0, run_status, NULL, 0},
+    {"targets", "", 0, run_object, render_targets, 0},
+    {"sessions", "", 0, run_object, render_sessions, 0},
+    {"luns", "", 0, run_object, render_luns, 0},
+    {"pool", "", 0, run_object, render_pool, 0},
+    {"cache", "", 0, run_object, render_cache, 0},
+    {"mirror", "", 0, run_object, render_mirror, 0},
+    {"stats", "", 0, run_object, render_stats, 0},
+    {"metrics", "", 0, run_metrics, NULL, 0},
+    {"flush", " TARGET LUN", 2, run_flush, NULL, 0},
+    {"fault", " TARGET LUN [fail_reads=N] [fail_writes=N] [fail_flushes=N] [delay_ms=MS]", 2,
+     run_fault, NULL, NFAULT_KEYS},
 };
 
 static const struct ctl_command *find_command(const char *name)
@@ -140,7 +219,7 @@ static const struct ctl_command *find_command(const char *name)
 
 static void usage(FILE *out)
 {
-        fprintf(out, "usage: isergw-ctl [--socket PATH] [--json] [--watch SECONDS] COMMAND\n"
+        fprintf(out, "usage: isergw-ctl [--socket PATH] [--json] [--watch SECONDS] COMMAND [ARGS]\n"
                      "  -s, --socket PATH      status socket (default " DEFAULT_SOCKET ")\n"
                      "  -j, --json             print the raw JSON result\n"
                      "  -w, --watch SECONDS    redraw every SECONDS until interrupted\n"
@@ -229,6 +308,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         return -1;
 }
 
+static int check_fault_args(char **argv, char *err, size_t errlen)
+{
+        for (char **a = argv; *a; a++) {
+                size_t key;
+                long long value;
+                if (parse_fault_arg(*a, &key, &value, err, errlen) < 0)
+                        return -1;
+        }
+        return 0;
+}
+
 /* Checks the command and its arguments; returns it, or NULL after printing why. */
 static const struct ctl_command *check_command(int argc, char **argv, const struct opts *o)
 {
@@ -238,14 +328,18 @@ static const struct ctl_command *check_command(int argc, char **argv, const stru
         }
         const struct ctl_command *cmd = find_command(argv[0]);
         long long lun;
+        bool operation = cmd && (cmd->run == run_flush || cmd->run == run_fault);
+        char err[CTL_ERR_LEN];
         if (!cmd)
                 fprintf(stderr, "isergw-ctl: unknown command \"%s\" (see --help)\n", argv[0]);
-        else if (argc - 1 != cmd->nargs)
+        else if (argc - 1 < cmd->nargs || argc - 1 > cmd->nargs + cmd->optional_args)
                 fprintf(stderr, "isergw-ctl: usage: isergw-ctl %s%s\n", cmd->name, cmd->args);
-        else if (cmd->run == run_flush && parse_lun(argv[2], &lun) < 0)
+        else if (operation && parse_lun(argv[2], &lun) < 0)
                 fprintf(stderr, "isergw-ctl: LUN must be a number >= 0, not \"%s\"\n", argv[2]);
-        else if (cmd->run == run_flush && o->watch > 0)
-                fprintf(stderr, "isergw-ctl: --watch does not go with flush\n");
+        else if (operation && o->watch > 0)
+                fprintf(stderr, "isergw-ctl: --watch does not go with %s\n", cmd->name);
+        else if (cmd->run == run_fault && check_fault_args(argv + 3, err, sizeof(err)) < 0)
+                fprintf(stderr, "isergw-ctl: %s\n", err);
         else
                 return cmd;
         return NULL;

@@ -147,6 +147,19 @@ static int open_volume(struct daemon *d, const struct config_lun *l, struct daem
         return dl->volume ? 0 : -1;
 }
 
+/* fault_injection = yes: the status socket's "fault" operation may make this LUN's backend
+ * fail or slow down (tests). */
+static int wrap_fault_injection(struct daemon_lun *dl)
+{
+        struct backend *wrapped = backend_fault_wrap(dl->backend);
+        if (!wrapped)
+                return -1;
+        dl->backend = wrapped;
+        log_warn("target %s LUN %u: fault injection enabled (for tests only)", dl->target->name,
+                 dl->conf->number);
+        return 0;
+}
+
 static int open_lun(struct daemon *d, const struct config_target *t, const struct config_lun *l,
                     struct daemon_lun *dl)
 {
@@ -154,6 +167,8 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         dl->conf = l;
         dl->backend = backend_file_open(l->path, l->size, l->create);
         if (!dl->backend)
+                return -1;
+        if (l->fault_injection && wrap_fault_injection(dl) < 0)
                 return -1;
         if (open_volume(d, l, dl) < 0)
                 return -1;
@@ -415,32 +430,82 @@ static void flush_all(struct daemon *d)
                 log_info("flushed: every acknowledged write is on its backend");
 }
 
-static int status_operate(void *ctx, const char *op, const json_t *args, json_t **result, char *err,
-                          size_t errlen)
+/* The LUN named by args.lun (status.c has checked its shape), or NULL with err filled. */
+static struct daemon_lun *find_lun(struct daemon *d, const json_t *args, char *err, size_t errlen)
 {
-        struct daemon *d = ctx;
-        if (strcmp(op, "flush") != 0) {
-                snprintf(err, errlen, "%s is not supported yet", op);
-                return -1;
-        }
         json_t *lun = json_object_get(args, "lun");
         const char *target = json_string_value(json_object_get(lun, "target"));
         json_int_t number = json_integer_value(json_object_get(lun, "lun"));
         for (unsigned i = 0; target && i < d->nluns; i++) {
                 struct daemon_lun *l = &d->luns[i];
-                if (strcasecmp(l->target->name, target) != 0 || l->conf->number != number)
-                        continue;
-                int rc = flush_lun(d, l, 0, false);
-                if (rc < 0) {
-                        snprintf(err, errlen, "flush failed: %s", strerror(-rc));
-                        return -1;
-                }
-                *result = json_pack("{s:s, s:I}", "target", l->target->name, "lun", number);
-                return 0;
+                if (strcasecmp(l->target->name, target) == 0 && l->conf->number == number)
+                        return l;
         }
         snprintf(err, errlen, "no LUN %lld on target %s", (long long)number,
                  target ? target : "(none)");
-        return -1;
+        return NULL;
+}
+
+static int operate_flush(struct daemon *d, struct daemon_lun *l, json_t **result, char *err,
+                         size_t errlen)
+{
+        int rc = flush_lun(d, l, 0, false);
+        if (rc < 0) {
+                snprintf(err, errlen, "flush failed: %s", strerror(-rc));
+                return -1;
+        }
+        *result =
+            json_pack("{s:s, s:I}", "target", l->target->name, "lun", (json_int_t)l->conf->number);
+        return 0;
+}
+
+/* A count from the request; status.c has checked it is an integer 0..UINT32_MAX if present. */
+static uint32_t fault_arg(const json_t *args, const char *key)
+{
+        json_int_t v = json_integer_value(json_object_get(args, key));
+        return v < 0 ? 0 : v > (json_int_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+static int operate_fault(struct daemon_lun *l, const json_t *args, json_t **result, char *err,
+                         size_t errlen)
+{
+        struct backend_fault f = {
+            .fail_reads = fault_arg(args, "fail_reads"),
+            .fail_writes = fault_arg(args, "fail_writes"),
+            .fail_flushes = fault_arg(args, "fail_flushes"),
+            .delay_ms = fault_arg(args, "delay_ms"),
+        };
+        if (backend_fault_set(l->backend, &f) < 0) {
+                snprintf(err, errlen,
+                         "LUN has no fault injection (fault_injection = yes in its "
+                         "[lun] section)");
+                return -1;
+        }
+        struct backend_status st;
+        backend_get_status(l->backend, &st);
+        *result = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}", "target", l->target->name,
+                            "lun", (json_int_t)l->conf->number, "fail_reads",
+                            (json_int_t)f.fail_reads, "fail_writes", (json_int_t)f.fail_writes,
+                            "fail_flushes", (json_int_t)f.fail_flushes, "delay_ms",
+                            (json_int_t)f.delay_ms, "backend_errors", (json_int_t)st.errors,
+                            "last_error", st.last_error[0] ? st.last_error : NULL);
+        return 0;
+}
+
+static int status_operate(void *ctx, const char *op, const json_t *args, json_t **result, char *err,
+                          size_t errlen)
+{
+        struct daemon *d = ctx;
+        bool flush = strcmp(op, "flush") == 0, fault = strcmp(op, "fault") == 0;
+        if (!flush && !fault) {
+                snprintf(err, errlen, "%s is not supported yet", op);
+                return -1;
+        }
+        struct daemon_lun *l = find_lun(d, args, err, errlen);
+        if (!l)
+                return -1;
+        return flush ? operate_flush(d, l, result, err, errlen)
+                     : operate_fault(l, args, result, err, errlen);
 }
 
 static int start_status(struct daemon *d)

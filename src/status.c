@@ -393,6 +393,37 @@ static void cmd_flush(struct status_server *s, const struct client *c, const cha
                 json_object_set(o->result, "lun", json_object_get(lun, "lun"));
 }
 
+/* The settings of "fault": each optional, an integer 0..UINT32_MAX (delay_ms: 0..60000). */
+static const struct {
+        const char *key;
+        json_int_t max;
+} fault_fields[] = {
+    {"fail_reads", UINT32_MAX},
+    {"fail_writes", UINT32_MAX},
+    {"fail_flushes", UINT32_MAX},
+    {"delay_ms", STATUS_FAULT_MAX_DELAY_MS},
+};
+
+static void cmd_fault(struct status_server *s, const struct client *c, const char *cmd,
+                      const json_t *req, struct outcome *o)
+{
+        if (!lun_ref_valid(json_object_get(req, "lun"))) {
+                fail(o, "bad-request",
+                     "fault needs \"lun\": {\"target\": string, \"lun\": integer >= 0}");
+                return;
+        }
+        for (size_t i = 0; i < sizeof(fault_fields) / sizeof(fault_fields[0]); i++) {
+                const json_t *v = json_object_get(req, fault_fields[i].key);
+                if (v && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                          json_integer_value(v) > fault_fields[i].max)) {
+                        fail(o, "bad-request", "fault: \"%s\" must be an integer 0..%lld",
+                             fault_fields[i].key, (long long)fault_fields[i].max);
+                        return;
+                }
+        }
+        provider_operate(s, cmd, req, o);
+}
+
 static void cmd_operate(struct status_server *s, const struct client *c, const char *cmd,
                         const json_t *req, struct outcome *o)
 {
@@ -400,9 +431,13 @@ static void cmd_operate(struct status_server *s, const struct client *c, const c
 }
 
 static const struct command commands[] = {
-    {"query", false, cmd_query},          {"metrics", false, cmd_metrics},
-    {"flush", true, cmd_flush},           {"mirror-establish", true, cmd_operate},
-    {"mirror-sever", true, cmd_operate},  {"mirror-promote", true, cmd_operate},
+    {"query", false, cmd_query},
+    {"metrics", false, cmd_metrics},
+    {"flush", true, cmd_flush},
+    {"fault", true, cmd_fault},
+    {"mirror-establish", true, cmd_operate},
+    {"mirror-sever", true, cmd_operate},
+    {"mirror-promote", true, cmd_operate},
     {"mirror-demote", true, cmd_operate},
 };
 

@@ -10,10 +10,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define STATUS_PROTOCOL_VERSION 1
-#define STATUS_MAX_LINE         65536u             /* request line, without the newline */
-#define STATUS_MAX_CLIENTS      1024u              /* default for conf.max_clients */
-#define STATUS_MAX_OUTPUT       (4u * 1024 * 1024) /* default for conf.max_output */
+#define STATUS_PROTOCOL_VERSION   1
+#define STATUS_MAX_LINE           65536u             /* request line, without the newline */
+#define STATUS_MAX_CLIENTS        1024u              /* default for conf.max_clients */
+#define STATUS_MAX_OUTPUT         (4u * 1024 * 1024) /* default for conf.max_output */
+#define STATUS_FAULT_MAX_DELAY_MS 60000u             /* "fault": the largest delay_ms */
 
 struct status_provider {
         void *ctx;
@@ -24,9 +25,11 @@ struct status_provider {
          * provider gathers what it needs safely. */
         json_t *(*query)(void *ctx, const char *object, const json_t *args, char *err,
                          size_t errlen);
-        /* Runs an operation ("flush", later "mirror-establish", "mirror-sever",
+        /* Runs an operation ("flush", "fault", later "mirror-establish", "mirror-sever",
          * "mirror-promote", "mirror-demote"). args is the whole request object; for "flush"
-         * the server has already checked that args.lun is {"target": string, "lun": int >= 0}.
+         * and "fault" the server has already checked that args.lun is {"target": string,
+         * "lun": int >= 0}, and for "fault" that fail_reads, fail_writes, fail_flushes are
+         * absent or integers 0..UINT32_MAX and delay_ms absent or 0..STATUS_FAULT_MAX_DELAY_MS.
          * Returns 0 and *result (a new JSON object, may be left NULL), or -1 with err filled.
          * May block the status thread. */
         int (*operate)(void *ctx, const char *op, const json_t *args, json_t **result, char *err,

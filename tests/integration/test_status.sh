@@ -283,6 +283,47 @@ else
 	bad "flush of an unknown target: exit $rc, '$out'"
 fi
 
+# ---------------- fault (this LUN has no fault_injection) ----------------
+# raw_request JSON: one request line to the socket, prints the reply line.
+raw_request() {
+	python3 - "$SOCK" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+buf = b""
+while not buf.endswith(b"\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+print(buf.decode().strip())
+PY
+}
+rc=0
+out=$("$BIN/isergw-ctl" --socket "$SOCK" fault "$IQN" 0 fail_writes=1 2>&1) || rc=$?
+if [ "$rc" -eq 1 ] && grep -q "^isergw-ctl: LUN has no fault injection" <<<"$out"; then
+	pass "fault on a LUN without fault_injection: exit 1, '$out'"
+else
+	bad "fault on a LUN without fault_injection: exit $rc, '$out'"
+fi
+r=$(raw_request "{\"version\":1,\"cmd\":\"fault\",\"lun\":{\"target\":\"$IQN\",\"lun\":7}}")
+check "fault of an unknown LUN: failed, names the LUN" "$r" \
+	'.ok == false and .code == "failed" and (.error | test("no LUN 7"))'
+for args in '"fail_writes":-1' '"fail_reads":"2"' '"fail_flushes":4294967296' '"delay_ms":60001' \
+	'"delay_ms":1.5'; do
+	r=$(raw_request "{\"version\":1,\"cmd\":\"fault\",\"lun\":{\"target\":\"$IQN\",\"lun\":0},$args}")
+	check "fault with $args: bad-request" "$r" '.ok == false and .code == "bad-request"'
+done
+r=$(raw_request '{"version":1,"cmd":"fault","lun":{"target":1,"lun":0}}')
+check "fault with a bad lun reference: bad-request" "$r" '.ok == false and .code == "bad-request"'
+sleep 0.2
+if grep -E "audit .*op=fault.*\"fail_writes\":1.*result=error: LUN has no fault injection" "$DAEMON_LOG" | grep -q "$IQN"; then
+	pass "refused fault is audited with its error"
+else
+	bad "no audit line for the refused fault: $(grep 'op=fault' "$DAEMON_LOG" | tail -2)"
+fi
+
 # ---------------- metrics ----------------
 m=$("$BIN/isergw-ctl" --socket "$SOCK" metrics)
 printf '%s\n' "$m" >"$TMP/metrics.txt"

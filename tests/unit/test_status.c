@@ -63,6 +63,8 @@ struct fake {
         pthread_mutex_t lock;
         int flushes;
         json_t *last_flush;
+        int faults;
+        json_t *last_fault; /* the whole request */
 };
 
 static json_t *fake_object(const char *name)
@@ -83,10 +85,36 @@ static json_t *fake_query(void *ctx, const char *object, const json_t *args, cha
         return v;
 }
 
+/* Answers like the daemon: the settings applied (absent ones are 0). */
+static int fake_fault(struct fake *f, const json_t *args, json_t **result, char *err, size_t errlen)
+{
+        const json_t *lun = json_object_get(args, "lun");
+        pthread_mutex_lock(&f->lock);
+        f->faults++;
+        json_decref(f->last_fault);
+        f->last_fault = json_deep_copy(args);
+        pthread_mutex_unlock(&f->lock);
+        if (strcmp(json_string_value(json_object_get(lun, "target")), "iqn.plain") == 0) {
+                snprintf(err, errlen, "LUN has no fault injection");
+                return -1;
+        }
+        *result =
+            json_pack("{s:O, s:O, s:I, s:I, s:I, s:I, s:I, s:s}", "target",
+                      json_object_get(lun, "target"), "lun", json_object_get(lun, "lun"),
+                      "fail_reads", json_integer_value(json_object_get(args, "fail_reads")),
+                      "fail_writes", json_integer_value(json_object_get(args, "fail_writes")),
+                      "fail_flushes", json_integer_value(json_object_get(args, "fail_flushes")),
+                      "delay_ms", json_integer_value(json_object_get(args, "delay_ms")),
+                      "backend_errors", (json_int_t)5, "last_error", "injected");
+        return 0;
+}
+
 static int fake_operate(void *ctx, const char *op, const json_t *args, json_t **result, char *err,
                         size_t errlen)
 {
         struct fake *f = ctx;
+        if (strcmp(op, "fault") == 0)
+                return fake_fault(f, args, result, err, errlen);
         if (strcmp(op, "flush") != 0) {
                 snprintf(err, errlen, "%s: not supported yet", op);
                 return -1;
@@ -148,6 +176,7 @@ static void fx_done(struct fixture *fx)
         unlink(fx->path);
         rmdir(fx->dir);
         json_decref(fx->fake.last_flush);
+        json_decref(fx->fake.last_fault);
         pthread_mutex_destroy(&fx->fake.lock);
 }
 
@@ -511,6 +540,74 @@ Test(status, flush_bad_arguments_never_reach_the_daemon)
                                    "failed");
         cr_assert_str_eq(error, "mirror-establish: not supported yet");
         free(error);
+        conn_close(&c);
+        fx_done(&fx);
+}
+
+Test(status, fault)
+{
+        struct fixture fx;
+        fx_init(&fx);
+        fx_start_default(&fx);
+        struct conn c;
+        conn_open(&c, fx.path);
+        const char *req = "{\"version\":1,\"cmd\":\"fault\",\"lun\":{\"target\":\"iqn.t\","
+                          "\"lun\":2},\"fail_reads\":0,\"fail_writes\":4294967295,"
+                          "\"fail_flushes\":3,\"delay_ms\":60000}";
+        json_t *result = expect_ok(call(&c, req));
+        cr_assert_eq(json_integer_value(json_object_get(result, "fail_writes")), 4294967295ll);
+        cr_assert_eq(json_integer_value(json_object_get(result, "delay_ms")), 60000);
+        json_decref(result);
+        cr_assert_eq(fx.fake.faults, 1);
+        json_t *want = json_loads(req, 0, NULL);
+        cr_assert(json_equal(fx.fake.last_fault, want));
+        json_decref(want);
+        /* Every setting is optional (absent: 0, i.e. clear). */
+        result = expect_ok(call(&c, "{\"version\":1,\"cmd\":\"fault\",\"lun\":{\"target\":"
+                                    "\"iqn.t\",\"lun\":0}}"));
+        json_decref(result);
+        cr_assert_eq(fx.fake.faults, 2);
+        char *error = expect_error(call(&c, "{\"version\":1,\"cmd\":\"fault\",\"lun\":{"
+                                            "\"target\":\"iqn.plain\",\"lun\":0},"
+                                            "\"fail_writes\":1}"),
+                                   "failed");
+        cr_assert_str_eq(error, "LUN has no fault injection");
+        free(error);
+        conn_close(&c);
+        fx_done(&fx);
+}
+
+Test(status, fault_bad_arguments_never_reach_the_daemon)
+{
+        struct fixture fx;
+        fx_init(&fx);
+        fx_start_default(&fx);
+        struct conn c;
+        conn_open(&c, fx.path);
+#define LUN_OK "\"lun\":{\"target\":\"t\",\"lun\":0}"
+        static const char *const bad[] = {
+            "{\"version\":1,\"cmd\":\"fault\"}",
+            "{\"version\":1,\"cmd\":\"fault\",\"fail_writes\":1}",
+            "{\"version\":1,\"cmd\":\"fault\",\"lun\":{\"target\":\"t\",\"lun\":-1}}",
+            "{\"version\":1,\"cmd\":\"fault\",\"lun\":{\"target\":\"t\"}}",
+            "{\"version\":1,\"cmd\":\"fault\",\"lun\":\"t:0\"}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_reads\":-1}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_reads\":\"3\"}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_writes\":1.5}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_writes\":true}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_writes\":null}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_writes\":4294967296}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"fail_flushes\":[1]}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"delay_ms\":60001}",
+            "{\"version\":1,\"cmd\":\"fault\"," LUN_OK ",\"delay_ms\":-5}",
+        };
+#undef LUN_OK
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char *error = expect_error(call(&c, bad[i]), "bad-request");
+                cr_assert(strstr(error, "fault"), "%s: %s", bad[i], error);
+                free(error);
+        }
+        cr_assert_eq(fx.fake.faults, 0);
         conn_close(&c);
         fx_done(&fx);
 }
@@ -1299,6 +1396,10 @@ Test(ctl, tables_json_and_flush)
             {"metrics", "# TYPE isergw_commands_total counter"},
             {"flush iqn.2024-01.org.example:disk1 0",
              "flushed iqn.2024-01.org.example:disk1 lun 0"},
+            {"fault iqn.t 1 fail_writes=3 delay_ms=20 fail_reads=always",
+             "fault iqn.t lun 1: fail_reads=always fail_writes=3 fail_flushes=0 delay_ms=20; "
+             "backend errors so far: 5, last: injected"},
+            {"fault iqn.t 0", "fail_reads=0 fail_writes=0 fail_flushes=0 delay_ms=0"},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 snprintf(args, sizeof(args), "--socket '%s' %s", fx.path, cases[i][0]);
@@ -1350,14 +1451,26 @@ Test(ctl, errors_and_exit_status)
         cr_assert_str_eq(r.err, "isergw-ctl: flush failed: Input/output error\n");
         ctl_free(&r);
 
-        static const char *const usage_errors[] = {"",
-                                                   "frobnicate",
-                                                   "flush t",
-                                                   "flush t x",
-                                                   "flush t -1",
-                                                   "--watch 0 stats",
-                                                   "--watch 1 flush t 0",
-                                                   "stats extra"};
+        static const char *const usage_errors[] = {
+            "",
+            "frobnicate",
+            "flush t",
+            "flush t x",
+            "flush t -1",
+            "--watch 0 stats",
+            "--watch 1 flush t 0",
+            "stats extra",
+            "fault t",
+            "fault t x",
+            "fault t 0 bogus=1",
+            "fault t 0 fail_writes",
+            "fault t 0 fail_writes=",
+            "fault t 0 fail_reads=-1",
+            "fault t 0 fail_reads=4294967296",
+            "fault t 0 delay_ms=always",
+            "fault t 0 delay_ms=60001",
+            "fault t 0 delay_ms=1 delay_ms=1 delay_ms=1 delay_ms=1 delay_ms=1",
+            "--watch 1 fault t 0"};
         for (size_t i = 0; i < sizeof(usage_errors) / sizeof(usage_errors[0]); i++) {
                 snprintf(args, sizeof(args), "--socket '%s' %s", fx.path, usage_errors[i]);
                 r = ctl(&fx, args);
@@ -1368,7 +1481,14 @@ Test(ctl, errors_and_exit_status)
         r = ctl(&fx, "--help");
         cr_assert_eq(r.status, 0);
         cr_assert(strstr(r.out, "flush TARGET LUN"));
+        cr_assert(strstr(r.out, "fault TARGET LUN [fail_reads=N]"));
         ctl_free(&r);
+        snprintf(args, sizeof(args), "--socket '%s' fault iqn.plain 0 fail_writes=1", fx.path);
+        r = ctl(&fx, args);
+        cr_assert_eq(r.status, 1);
+        cr_assert_str_eq(r.err, "isergw-ctl: LUN has no fault injection\n");
+        ctl_free(&r);
+        cr_assert_eq(fx.fake.faults, 1, "usage errors reached the daemon");
         fx_done(&fx);
 }
 
