@@ -884,13 +884,15 @@ void cache_check_waiters(struct volume *v, struct reactor *here)
         }
 }
 
-/* A destage of [first, last] failed: the writes waiting on it (write-through, FUA, flushes)
- * fail with it; their data stays dirty and is retried. */
-void cache_fail_waiters(struct volume *v, uint64_t first, uint64_t last, int err,
-                        struct reactor *here)
+/* Destage number destage_no of [first, last] failed: the writes that were waiting on it
+ * (write-through, FUA, flushes that were registered before it started, so it may have carried
+ * their data) fail with it; their data stays dirty and is retried. */
+void cache_fail_waiters(struct volume *v, uint64_t first, uint64_t last, uint64_t destage_no,
+                        int err, struct reactor *here)
 {
         for (struct flush_waiter *w = v->waiters; w; w = w->next)
-                if (!w->barrier && w->first <= last && first <= w->last)
+                if (!w->barrier && w->first <= last && first <= w->last &&
+                    w->since_destage <= destage_no)
                         w->result = err;
         cache_check_waiters(v, here);
 }
@@ -1070,7 +1072,6 @@ struct volume *volume_create_cached(struct cache *c, struct backend *b,
         v->size = backend_size(b);
         v->blocks_per_line = (uint32_t)(c->line_size / conf->block_size);
         v->next_seq = 1;
-        v->stats.last_error[0] = '\0';
         pthread_mutex_lock(&c->lock);
         v->id = ++c->next_volume_id;
         v->next_in_cache = c->volumes;

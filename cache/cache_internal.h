@@ -52,10 +52,11 @@ struct cline_queue_head {
  * barrier of UNMAP / WRITE ZEROES (which waits for destages in flight instead). */
 struct flush_waiter {
         struct volume_io *io;
-        uint64_t first, last; /* line numbers */
-        uint32_t target;      /* lines that went dirty at or before this commit count */
-        bool backend_flush;   /* then flush the backend (FUA, SYNCHRONIZE CACHE) */
-        bool barrier;         /* UNMAP / WRITE ZEROES: wait for no destage in range */
+        uint64_t first, last;   /* line numbers */
+        uint32_t target;        /* lines that went dirty at or before this commit count */
+        bool backend_flush;     /* then flush the backend (FUA, SYNCHRONIZE CACHE) */
+        bool barrier;           /* UNMAP / WRITE ZEROES: wait for no destage in range */
+        uint64_t since_destage; /* destages numbered below this were under way before it */
         int result;
         struct flush_waiter *next;
 };
@@ -86,6 +87,8 @@ struct volume {
         bool timer_running;
         bool stopping;
         unsigned inflight;
+        uint64_t destages;      /* destage writes ever started (numbers them) */
+        bool retrying;          /* a destage failed: retry after the back-off regardless */
         uint64_t backoff_until; /* ns; a failing backend is retried after this */
         uint64_t backoff_ns;
         char last_error[128];
@@ -134,8 +137,8 @@ void cache_line_clean(struct cache *c, struct cline *cl);
 void cache_line_release(struct cache *c, struct cline *cl);
 void cache_check_waiters(struct volume *v, struct reactor *here);
 void cache_retry_pending(struct volume *v, struct reactor *here);
-void cache_fail_waiters(struct volume *v, uint64_t first, uint64_t last, int err,
-                        struct reactor *here);
+void cache_fail_waiters(struct volume *v, uint64_t first, uint64_t last, uint64_t destage_no,
+                        int err, struct reactor *here);
 uint8_t *cache_line_get(struct volume *v, struct line_part *prefer, bool for_write);
 void cache_submit(struct volume *v, struct volume_io *io);
 void cache_volume_forget(struct volume *v);

@@ -28,6 +28,7 @@ struct destage_part {
 struct destage_io {
         struct volume_io bio;
         struct volume *v;
+        uint64_t number;
         unsigned nparts;
         struct destage_part parts[DESTAGE_MAX_LINES];
         struct iovec iov[DESTAGE_MAX_LINES];
@@ -102,6 +103,7 @@ static void destage_line(struct volume *v, struct cline *cl, struct reactor *her
                                             .done = destage_done,
                                             .priv = d};
                 v->inflight++;
+                d->number = v->destages++;
                 c->stats.destage_ios++;
                 backend_submit(v->backend, &d->bio);
                 if (prev != cl)
@@ -122,6 +124,7 @@ static void note_error(struct volume *v, int res)
                          v->conf.name, strerror(-res),
                          (unsigned long long)(v->backoff_ns / 1000000));
         snprintf(v->last_error, sizeof(v->last_error), "%s", strerror(-res));
+        v->retrying = true;
 }
 
 static void destage_done(struct volume_io *bio, int res)
@@ -151,11 +154,12 @@ static void destage_done(struct volume_io *bio, int res)
                         log_info("%s: destaging works again", v->conf.name);
                 v->backoff_ns = 0;
                 v->backoff_until = 0;
+                v->retrying = false;
                 v->last_error[0] = '\0';
                 cache_check_waiters(v, bio->reactor);
         } else {
                 note_error(v, res);
-                cache_fail_waiters(v, first, last, res, bio->reactor);
+                cache_fail_waiters(v, first, last, d->number, res, bio->reactor);
         }
         cache_retry_pending(v, bio->reactor);
         destage_run(v, bio->reactor);
@@ -165,7 +169,7 @@ static void destage_done(struct volume_io *bio, int res)
 
 static bool wanted(const struct volume *v, const struct cline *cl, uint64_t now)
 {
-        return v->waiters || v->cache->draining || v->stopping ||
+        return v->waiters || v->cache->draining || v->stopping || v->retrying ||
                now - cl->dirty_since >= v->cache->max_age_ns;
 }
 

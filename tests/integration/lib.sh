@@ -102,6 +102,7 @@ cleanup() {
 	if [ $rc -ne 0 ] && [ -f "$DAEMON_LOG" ]; then
 		echo "--- daemon log (tail) ---" >&2
 		tail -40 "$DAEMON_LOG" >&2
+		[ -z "${KEEP_LOG:-}" ] || cp "$DAEMON_LOG" "$KEEP_LOG"
 	fi
 	rm -rf "$TMP"
 	exit $rc

@@ -24,8 +24,9 @@
  *     (the other candidates are superseded): the LUN may not change its mind later. This
  *     assumes a write that failed never lands after a read showed it had not.
  *   - after SYNCHRONIZE CACHE or a status flush issued at tick s, the backend may hold only
- *     candidates whose "until" is after s; after a FUA (or write-through) write only current
- *     candidates ("until" not set).
+ *     candidates whose "until" is after s; after a FUA (or write-through) write W only current
+ *     candidates ("until" not set), W itself or writes issued after W (newer than W, though
+ *     perhaps superseded in the cache by now: they need not be durable, W had to be).
  * A failure is accepted only while faults are injected (a read failure only while read
  * faults are): anything else, and any content that is not an allowed candidate, prints the
  * seed, op index, LBA, what was expected and what was found, and exits 1.
@@ -164,6 +165,7 @@ struct model {
         struct slot *slots;
         unsigned inflight;
         uint64_t min_pending; /* oldest issue tick of in-flight reads and flushes */
+        uint64_t min_fua_wid; /* oldest in-flight FUA / write-through write (its check) */
         struct window *windows;
         size_t nwindows, capwindows;
         bool armed;
@@ -346,7 +348,7 @@ static void prune(struct model *m, struct block *b)
 {
         uint32_t k = 0;
         for (uint32_t i = 0; i < b->n; i++)
-                if (b->c[i].until > m->min_pending)
+                if (b->c[i].until > m->min_pending || b->c[i].wid >= m->min_fua_wid)
                         b->c[k++] = b->c[i];
         b->n = k;
 }
@@ -450,6 +452,13 @@ static void update_min_pending(struct model *m)
         if (m->st.pending == S_FLUSH && m->st.issue < min)
                 min = m->st.issue;
         m->min_pending = min;
+        uint64_t wid = UINT64_MAX;
+        for (unsigned i = 0; i < m->o->qd; i++) {
+                const struct slot *s = &m->slots[i];
+                if (s->kind == K_WRITE && (s->fua || m->write_through) && s->op < wid)
+                        wid = s->op;
+        }
+        m->min_fua_wid = wid;
 }
 
 /* ---------------- fault windows ---------------- */
@@ -478,9 +487,11 @@ static void open_window(struct model *m, unsigned mask)
 /* ---------------- backend file checks ---------------- */
 
 /* The backend's blocks [lba, lba + n) must each hold a candidate whose until is after 'since'
- * (INF - 1: a current one). */
-static void check_backend(struct model *m, uint64_t lba, uint32_t n, uint64_t since,
-                          const char *why, uint64_t op)
+ * (INF - 1: a current one), or one issued at or after write min_wid (a FUA write W: W itself
+ * or any write issued after it, even one a later write superseded in the cache since: only
+ * W had to be durable, and those are newer than W). */
+static void check_backend_from(struct model *m, uint64_t lba, uint32_t n, uint64_t since,
+                               uint64_t min_wid, const char *why, uint64_t op)
 {
         if (m->backend_fd < 0)
                 return;
@@ -497,7 +508,8 @@ static void check_backend(struct model *m, uint64_t lba, uint32_t n, uint64_t si
                         struct block *b = &m->blk[lba + i];
                         uint64_t v = decode_block(m, p, lba + i);
                         struct cand *c = v == VALUE_BAD ? NULL : find_cand(b, v);
-                        if ((c && c->until > since) || torn_ok(m, p, lba + i, b, since, false))
+                        if ((c && (c->until > since || c->wid >= min_wid)) ||
+                            torn_ok(m, p, lba + i, b, since, false))
                                 continue;
                         printf("MISMATCH seed=%" PRIu64 " op=%" PRIu64 " backend file after %s: "
                                "LBA %" PRIu64 "\n",
@@ -509,6 +521,12 @@ static void check_backend(struct model *m, uint64_t lba, uint32_t n, uint64_t si
                 lba += chunk;
                 n -= chunk;
         }
+}
+
+static void check_backend(struct model *m, uint64_t lba, uint32_t n, uint64_t since,
+                          const char *why, uint64_t op)
+{
+        check_backend_from(m, lba, n, since, UINT64_MAX, why, op);
 }
 
 /* ---------------- status socket ---------------- */
@@ -738,8 +756,8 @@ static void write_done(struct iscsi_context *ctx, int status, void *data, void *
         for (uint32_t i = 0; i < s->n; i++)
                 complete_write_block(m, &m->blk[s->lba + i], s->op, s->issue, ok);
         if (ok && (s->fua || m->write_through))
-                check_backend(m, s->lba, s->n, INF - 1,
-                              s->fua ? "a FUA write" : "a write-through write", s->op);
+                check_backend_from(m, s->lba, s->n, INF - 1, s->op,
+                                   s->fua ? "a FUA write" : "a write-through write", s->op);
         release(m, s, data);
 }
 
