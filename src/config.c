@@ -899,6 +899,10 @@ static int close_gateway(struct parser *p)
                                                                         : "dirty_high_water"),
                             "dirty_hard_limit (%u) is below dirty_high_water (%u)",
                             cfg->dirty_hard_limit, cfg->dirty_high_water);
+        if (cfg->write_log)
+                return fail(p, line_of(p, "write_log"),
+                            "write_log: the local write log is not implemented yet, so it "
+                            "cannot protect anything (docs/cache.md)");
         if (cfg->backend_initiator_name && !config_iscsi_name_valid(cfg->backend_initiator_name))
                 return fail(p, line_of(p, "backend_initiator_name"),
                             "backend_initiator_name is not a valid iSCSI name");

@@ -852,3 +852,60 @@ Test(config_error, control_characters_and_lengths)
         snprintf(text, sizeof(text), CHAP_TARGET "alias = %s\nalias = %s\n", alias, alias);
         expect_error(text, "t.conf:5: duplicate key 'alias' (first at line 4)");
 }
+
+Test(config, cache_and_backend_keys)
+{
+        struct config *cfg = load_ok("[gateway]\ndirty_high_water = 60\ndirty_low_water = 10\n"
+                                     "dirty_hard_limit = 90\ndirty_max_age_ms = 250\n"
+                                     "shutdown_flush_timeout = 5\n" BASE
+                                     "bypass_threshold = 1M\nfault_injection = yes\n"
+                                     "[lun iqn.2026-11.io.isergw:t:1]\nbackend = iscsi\n"
+                                     "url = iscsi://127.0.0.1:3261/iqn.2001-04.com.example:x/0\n");
+        cr_assert_eq(cfg->dirty_high_water, 60);
+        cr_assert_eq(cfg->dirty_low_water, 10);
+        cr_assert_eq(cfg->dirty_hard_limit, 90);
+        cr_assert_eq(cfg->dirty_max_age_ms, 250);
+        cr_assert_eq(cfg->shutdown_flush_timeout, 5);
+        cr_assert_str_eq(cfg->backend_initiator_name, "iqn.2026-11.io.isergw:gateway");
+        const struct config_target *t = &cfg->targets[0];
+        cr_assert_eq(t->nluns, 2);
+        cr_assert_eq(t->luns[0].backend, CONFIG_BACKEND_FILE);
+        cr_assert_eq(t->luns[0].bypass_threshold, 1u << 20);
+        cr_assert(t->luns[0].fault_injection);
+        cr_assert_eq(t->luns[1].backend, CONFIG_BACKEND_ISCSI);
+        cr_assert_null(t->luns[1].path);
+        cr_assert_str_eq(t->luns[1].url, "iscsi://127.0.0.1:3261/iqn.2001-04.com.example:x/0");
+        config_free(cfg);
+        cfg = load_ok(BASE);
+        cr_assert_eq(cfg->dirty_high_water, 50);
+        cr_assert_eq(cfg->dirty_low_water, 25);
+        cr_assert_eq(cfg->dirty_hard_limit, 80);
+        cr_assert_eq(cfg->targets[0].luns[0].bypass_threshold, 0);
+        cr_assert_not(cfg->targets[0].luns[0].fault_injection);
+        config_free(cfg);
+}
+
+Test(config_error, cache_and_backend_keys)
+{
+        expect_error("[gateway]\ndirty_low_water = 50\n" BASE,
+                     "t.conf:2: dirty_low_water (50) must be below dirty_high_water (50)");
+        expect_error("[gateway]\ndirty_high_water = 90\n" BASE,
+                     "t.conf:2: dirty_hard_limit (80) is below dirty_high_water (90)");
+        expect_error("[gateway]\ndirty_hard_limit = 99\n" BASE,
+                     "t.conf:2: dirty_hard_limit must be between 1 and 95");
+        expect_error("[gateway]\nwrite_log = /tmp/x.log\n" BASE,
+                     "t.conf:2: write_log: the local write log is not implemented yet, so it "
+                     "cannot protect anything (docs/cache.md)");
+        expect_error("[gateway]\nbackend_initiator_name = nope\n" BASE,
+                     "t.conf:2: backend_initiator_name is not a valid iSCSI name");
+        expect_error(BASE "backend = tape\n", "t.conf:7: bad backend 'tape' (file or iscsi)");
+        expect_error(PORTAL TARGET "[lun iqn.2026-11.io.isergw:t:0]\nbackend = iscsi\n",
+                     "t.conf:4: lun 0: backend iscsi needs url");
+        expect_error(PORTAL TARGET "[lun iqn.2026-11.io.isergw:t:0]\nbackend = iscsi\n"
+                                   "url = http://x/\n",
+                     "t.conf:6: lun 0: url must look like iscsi://HOST[:PORT]/IQN/LUN");
+        expect_error(BASE "url = iscsi://h/iqn.2001-04.com.example:x/0\n",
+                     "t.conf:7: lun 0: url is for backend iscsi");
+        expect_error(BASE "bypass_threshold = 2G\n",
+                     "t.conf:7: bypass_threshold must be between 0 and 1G");
+}
