@@ -1042,10 +1042,36 @@ void cache_destroy(struct cache *c)
         free(c);
 }
 
+/* Under the lock: samples destaged_bytes (at most once a second) and returns the rate since
+ * the oldest sample of the last 10 seconds. */
+static double destage_rate(struct cache *c)
+{
+        const size_t n = sizeof(c->rate_samples) / sizeof(c->rate_samples[0]);
+        uint64_t now = reactor_now_ns();
+        unsigned last = (c->rate_next + n - 1) % n;
+        if (!c->rate_samples[last].ns || now - c->rate_samples[last].ns >= 1000000000ull) {
+                c->rate_samples[c->rate_next].ns = now;
+                c->rate_samples[c->rate_next].bytes = c->stats.destaged_bytes;
+                c->rate_next = (c->rate_next + 1) % n;
+        }
+        uint64_t t0 = 0, b0 = 0;
+        for (size_t i = 0; i < n; i++) {
+                uint64_t t = c->rate_samples[i].ns;
+                if (t && now - t <= 10500000000ull && (!t0 || t < t0)) {
+                        t0 = t;
+                        b0 = c->rate_samples[i].bytes;
+                }
+        }
+        if (!t0 || now <= t0)
+                return 0.0;
+        return (double)(c->stats.destaged_bytes - b0) * 1e9 / (double)(now - t0);
+}
+
 void cache_get_stats(struct cache *c, struct cache_stats *st)
 {
         pthread_mutex_lock(&c->lock);
         *st = c->stats;
+        st->destage_rate_bps = destage_rate(c);
         st->lines_total = c->nlines;
         st->lines_clean = c->clean_lines;
         st->lines_dirty = c->dirty_lines;

@@ -32,6 +32,7 @@ struct cache_stats {
         uint64_t write_waits; /* line requests refused at the hard limit */
         /* Filled by cache_get_stats(): */
         uint64_t lines_total, lines_free, lines_clean, lines_dirty;
+        double destage_rate_bps; /* over the last 10 s (or since the oldest sample) */
 };
 
 struct volume_conf {

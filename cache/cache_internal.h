@@ -119,6 +119,11 @@ struct cache {
         uint32_t next_volume_id;
         struct volume *volumes;
         struct cache_stats stats;
+        /* destaged_bytes sampled about once a second, for the 10-second rate */
+        struct {
+                uint64_t ns, bytes;
+        } rate_samples[12];
+        unsigned rate_next;
 };
 
 static inline bool seq_before(uint32_t a, uint32_t b)

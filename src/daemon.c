@@ -258,12 +258,13 @@ static json_t *cache_json(struct daemon *d)
             "enabled", 1, "hit_ratio", reads ? (double)st.read_hits / reads : 0.0, "read_hits",
             (json_int_t)st.read_hits, "read_misses", (json_int_t)st.read_misses,
             "destage_backlog_bytes", (json_int_t)(st.lines_dirty * d->cfg->line_size),
-            "destage_rate_bps", 0.0, "destaged_bytes", (json_int_t)st.destaged_bytes, "destage_ios",
-            (json_int_t)st.destage_ios, "lines_total", (json_int_t)st.lines_total, "lines_free",
-            (json_int_t)st.lines_free, "lines_clean", (json_int_t)st.lines_clean, "lines_dirty",
-            (json_int_t)st.lines_dirty, "merge_copy_bytes", (json_int_t)st.merge_copy_bytes,
-            "cow_lines", (json_int_t)st.cow_lines, "evictions", (json_int_t)st.evictions,
-            "write_waits", (json_int_t)st.write_waits);
+            "destage_rate_bps", st.destage_rate_bps, "destaged_bytes",
+            (json_int_t)st.destaged_bytes, "destage_ios", (json_int_t)st.destage_ios, "lines_total",
+            (json_int_t)st.lines_total, "lines_free", (json_int_t)st.lines_free, "lines_clean",
+            (json_int_t)st.lines_clean, "lines_dirty", (json_int_t)st.lines_dirty,
+            "merge_copy_bytes", (json_int_t)st.merge_copy_bytes, "cow_lines",
+            (json_int_t)st.cow_lines, "evictions", (json_int_t)st.evictions, "write_waits",
+            (json_int_t)st.write_waits);
 }
 
 static json_t *luns_json(struct daemon *d)

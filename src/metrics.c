@@ -78,6 +78,16 @@ static const struct metric_def cache_defs[] = {
      "Bytes per second destaged, averaged over the last 10 seconds."},
     {"destaged_bytes", "isergw_cache_destaged_bytes_total", "counter",
      "Bytes destaged since start."},
+    {"destage_ios", "isergw_cache_destage_ios_total", "counter",
+     "Backend writes issued by the destager."},
+    {"lines_dirty", "isergw_cache_lines_dirty", "gauge", "Cache lines holding dirty data."},
+    {"merge_copy_bytes", "isergw_cache_merge_copy_bytes_total", "counter",
+     "Bytes of partial-line writes copied into cached lines."},
+    {"cow_lines", "isergw_cache_cow_lines_total", "counter",
+     "Lines copied because a write hit a line being destaged."},
+    {"evictions", "isergw_cache_evictions_total", "counter", "Clean lines evicted."},
+    {"write_waits", "isergw_cache_write_waits_total", "counter",
+     "Write line requests delayed at the dirty hard limit."},
 };
 
 #define NDEFS(a) (sizeof(a) / sizeof((a)[0]))
