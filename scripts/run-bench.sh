@@ -358,6 +358,19 @@ proc_ticks() {
 	awk '{print $12 + $13}' <<<"$s"
 }
 
+# Busy CPU ticks of the whole machine (all CPUs: user, nice, system, irq, softirq, steal).
+busy_ticks() {
+	awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# CPU ticks of this shell's finished children (cutime + cstime): the clients it has run.
+child_ticks() {
+	local s
+	s=$(cat "/proc/$$/stat")
+	s="${s##*) }"
+	awk '{print $14 + $15}' <<<"$s"
+}
+
 # ---------------------------------------------------------------- running clients
 
 FAILED=0
@@ -368,11 +381,15 @@ record() {
 	timeout --kill-after=5 "$RUN_LIMIT" "$@"
 }
 
-# bench_once TARGET OUTPUT_JSON ARGS...: one isergw-bench run, with the target's CPU use and
-# the idle targets' CPU use written next to the JSON (.cpu: "target_ticks idle_ticks hz").
+# bench_once TARGET OUTPUT_JSON ARGS...: one isergw-bench run, with CPU use written next to
+# the JSON (.cpu: "target_ticks idle_ticks hz other_ticks"): the target's, the idle targets',
+# and that of everything else on the machine (busy ticks minus targets and the client),
+# which says how quiet the machine was.
 bench_once() {
-	local t="$1" out="$2" before after o idle0=0 idle1=0
+	local t="$1" out="$2" before after o idle0=0 idle1=0 busy0 busy1 kids0 kids1
 	shift 2
+	kids0=$(child_ticks)
+	busy0=$(busy_ticks)
 	before=$(proc_ticks "${T_PID[$t]}")
 	for o in "${TLIST[@]}"; do [ "$o" = "$t" ] || idle0=$((idle0 + $(proc_ticks "${T_PID[$o]}"))); done
 	if ! record "$BIN/isergw-bench" --url "${T_URL[$t]}" --initiator-name "$INITIATOR" \
@@ -384,7 +401,11 @@ bench_once() {
 	fi
 	after=$(proc_ticks "${T_PID[$t]}")
 	for o in "${TLIST[@]}"; do [ "$o" = "$t" ] || idle1=$((idle1 + $(proc_ticks "${T_PID[$o]}"))); done
-	echo "$((after - before)) $((idle1 - idle0)) $(getconf CLK_TCK)" >"${out%.json}.cpu"
+	busy1=$(busy_ticks)
+	kids1=$(child_ticks)
+	echo "$((after - before)) $((idle1 - idle0)) $(getconf CLK_TCK)" \
+		"$((busy1 - busy0 - (after - before) - (idle1 - idle0) - (kids1 - kids0)))" \
+		>"${out%.json}.cpu"
 }
 
 workload_field() { # NAME FIELD(2=description, 3=args, 4=range)
@@ -630,11 +651,14 @@ LABEL = {"tgt": "tgt", "isergw-wb": "isergw write-back", "isergw-wt": "isergw wr
 
 
 def cpu_of(path):
+    """Target, idle targets' and other processes' CPU seconds during a run."""
     try:
-        tick, idle, hz = open(path).read().split()
-        return int(tick) / int(hz), int(idle) / int(hz)
-    except (OSError, ValueError):
-        return None, None
+        f = open(path).read().split()
+        hz = int(f[2])
+        other = max(int(f[3]), 0) / hz if len(f) > 3 else None
+        return int(f[0]) / hz, int(f[1]) / hz, other
+    except (OSError, ValueError, IndexError):
+        return None, None, None
 
 
 def runs(wl, t):
@@ -644,7 +668,7 @@ def runs(wl, t):
             j = json.load(open(p))
         except ValueError:
             continue
-        j["target_cpu_s"], j["idle_cpu_s"] = cpu_of(p[:-5] + ".cpu")
+        j["target_cpu_s"], j["idle_cpu_s"], j["other_cpu_s"] = cpu_of(p[:-5] + ".cpu")
         out.append(j)
     return out
 
@@ -692,6 +716,13 @@ def memcpy_gbs():
 
 
 R = {w[0]: {t: runs(w[0], t) for t in targets} for w in workloads}
+# CPU used by everything else on the machine during measured runs, in cores (the client's
+# whole process lifetime and the targets are taken out; kernel threads working for them,
+# e.g. ksoftirqd, remain, so a quiet machine shows a few percent).
+others = [(w[0], t, r["other_cpu_s"] / r["elapsed_s"])
+          for w in workloads for t in targets for r in R[w[0]][t]
+          if r.get("other_cpu_s") is not None and r.get("elapsed_s")]
+other_med = statistics.median([o[2] for o in others]) if others else None
 loop_gbit, mem_gbs = iperf_gbit(), memcpy_gbs()
 loop_mbs = loop_gbit * 1000 / 8 if loop_gbit else None
 P = print
@@ -707,6 +738,9 @@ if float(machine["time"]) < 5:
 load1 = float(machine["load"].split()[0])
 if load1 >= 1.0:
     provisional.append(f"the machine was busy (load average {load1:.2f} at the start)")
+if other_med is not None and other_med > 0.15:
+    provisional.append(f"other processes used {100 * other_med:.0f}% of a core during the "
+                       "median run")
 if machine["smoke"] != "1" and provisional:
     P("**Provisional figures**: " + "; ".join(provisional)
       + ". Re-run `make bench` on a quiet machine for figures of record.\n")
@@ -714,7 +748,12 @@ if machine["note"]:
     P(machine["note"] + "\n")
 P(f"Reproduce with (from the source tree, after `cmake --build build`):\n\n"
   f"```sh\n{machine['invocation']}\n```\n")
-P(f"Load average when the targets had started: {machine['load']}.\n")
+P(f"Load average when the targets had started: {machine['load']}."
+  + (f" CPU used by other processes during the measured runs (the machine's busy time "
+     f"minus the targets and the client, from /proc/stat): median {100 * other_med:.0f}% of "
+     f"one core, at most {100 * max(o[2] for o in others):.0f}%"
+     f" ({max(others, key=lambda o: o[2])[0]} on {max(others, key=lambda o: o[2])[1]})."
+     if others else "") + "\n")
 P(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, "
   f"{machine['os']}, kernel {machine['kernel']}; backing files on {machine['fs']}. "
   f"tgt {machine['tgt']}, libiscsi {machine['libiscsi']}, qemu {machine['qemu']}, "
