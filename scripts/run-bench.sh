@@ -1086,7 +1086,7 @@ titles = {"IOPS": "4 and 8 KiB workloads", "MB/s": "128 KiB sequential"}
 gp = [f"set terminal pngcairo size {600 * max(len(panels), 1)},500 noenhanced font ',10'",
       f"set output '{chart}'",
       "set style data histograms", "set style histogram clustered gap 1",
-      "set style fill solid 0.8 border -1", "set key top left", "set grid ytics",
+      "set style fill solid 0.8 border -1", "set key below horizontal", "set grid ytics",
       "set yrange [0:*]",
       f"set multiplot layout 1,{max(len(panels), 1)} title 'medians, loopback, "
       f"{machine['date']}'"]
