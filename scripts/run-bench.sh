@@ -95,10 +95,13 @@ SMOKE=0 ROUNDS="" TIME="" WARMUP="" TARGETS="" SELECT="" SIZE="" BUILD_DIR="${BU
 WORK="" OUT="" CHART="" TGT_CTL_OPT="" TGT_PORT=3261 ISERGW_PORT=3260 ISERGW_WT_PORT=3262 IPERF_PORT=5201
 CROSS=1 LIMITS=1 KEEP=0 PROFILE=0 PROFILE_WL="w4k-qd32,r4k-qd32,w128k-qd8,r128k-qd8" NOTE=""
 declare -A GIVEN # the port options given on the command line
-# The command line of this run, for the results ("reproduce with").
+# The command line of this run, for the results ("reproduce with"; --note is left out).
 INVOCATION="scripts/run-bench.sh"
+skip_next=0
 for arg in "$@"; do
-	if [[ "$arg" =~ ^[A-Za-z0-9_,./:=+-]+$ ]]; then
+	if [ "$skip_next" = 1 ] || [ "$arg" = --note ]; then
+		skip_next=$((1 - skip_next))
+	elif [[ "$arg" =~ ^[A-Za-z0-9_,./:=+-]+$ ]]; then
 		INVOCATION+=" $arg"
 	else
 		INVOCATION+=" $(printf '%q' "$arg")"
