@@ -21,9 +21,11 @@ run: build
 test: deps
 	@scripts/run-tests.sh
 
-bench:
+# Full isergw-vs-tgt run (about 10 min on 2 cores); rewrites the results in docs/benchmarks.md.
+# Extra options: make bench BENCH_ARGS="--rounds 5" (scripts/run-bench.sh --help).
+bench: build
 	@scripts/install-deps.sh bench
-	@scripts/run-bench.sh
+	scripts/run-bench.sh --profile $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -6,11 +6,13 @@ BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-form
 	libssl-dev liburing-dev libinih-dev libjansson-dev libiscsi-dev
 	libibverbs-dev librdmacm-dev libnl-route-3-dev)
 TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps prometheus)
-BENCH_PKGS=(gnuplot-nox qemu-utils iperf3)
+# Benchmark harness (scripts/run-bench.sh): chart, qemu-img bench with qemu's libiscsi block
+# driver (qemu-block-extra), loopback TCP limit, --profile (perf). The test list includes
+# them, so that the bench smoke test always runs under `make test`.
+BENCH_PKGS=(gnuplot-nox qemu-utils qemu-block-extra iperf3 linux-perf)
 want=("${BUILD_PKGS[@]}")
 case "${1:-build}" in
-test) want+=("${TEST_PKGS[@]}") ;;
-bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}") ;;
+test | bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}") ;;
 build) ;;
 *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac

@@ -11,6 +11,8 @@
 #   * each target's CPU seconds (from /proc/PID/stat) per GB and per million I/Os;
 #   * cross-checks with clients nobody here wrote: iscsi-perf (reads) and qemu-img bench with
 #     qemu's libiscsi driver (writes and reads);
+#   * with --profile, a perf profile of the isergw write-back daemon on chosen workloads
+#     (top shared objects and symbols), next to the goals of issue 8 it is judged against;
 #   * a markdown section in docs/benchmarks.md (between the results markers) and a PNG chart.
 # Raw results (JSON per run, logs, the exact commands) stay in the work directory.
 #
@@ -56,8 +58,17 @@ usage: scripts/run-bench.sh [options]
   --chart FILE        PNG chart (default docs/bench.png)
   --tgt-port N        (default 3261)     --isergw-port N  write-back (default 3260)
   --isergw-wt-port N  write-through (default 3262)       --iperf-port N (default 5201)
+                      (a default port that is taken is replaced by a free one; a port
+                      given here must be free)
+  --tgt-ctl N         tgtd control number, 1..32767 (default: derived from --tgt-port,
+                      skipping numbers another tgtd holds; see scripts/lib-tgt.sh)
   --no-cross-check    skip iscsi-perf and qemu-img bench
   --no-limits         skip iperf3 and memcpy
+  --profile           after the measured rounds, run each --profile-workloads workload once
+                      more on isergw write-back under perf record (not counted in the
+                      table) and put its top shared objects and symbols into the results
+  --profile-workloads LIST   (default w4k-qd32,r4k-qd32,w128k-qd8,r128k-qd8)
+  --note TEXT         a sentence for the top of the results (e.g. why they are provisional)
   --keep              keep the backing files afterwards
 Exit status: 0 if every run succeeded, 1 if any failed, 2 on a usage error.
 EOF
@@ -81,15 +92,29 @@ die() {
 # ---------------------------------------------------------------- options
 
 SMOKE=0 ROUNDS="" TIME="" WARMUP="" TARGETS="" SELECT="" SIZE="" BUILD_DIR="${BUILD:-}"
-WORK="" OUT="" CHART="" TGT_PORT=3261 ISERGW_PORT=3260 ISERGW_WT_PORT=3262 IPERF_PORT=5201
-CROSS=1 LIMITS=1 KEEP=0
+WORK="" OUT="" CHART="" TGT_CTL_OPT="" TGT_PORT=3261 ISERGW_PORT=3260 ISERGW_WT_PORT=3262 IPERF_PORT=5201
+CROSS=1 LIMITS=1 KEEP=0 PROFILE=0 PROFILE_WL="w4k-qd32,r4k-qd32,w128k-qd8,r128k-qd8" NOTE=""
+declare -A GIVEN # the port options given on the command line
+# The command line of this run, for the results ("reproduce with"; --note is left out).
+INVOCATION="scripts/run-bench.sh"
+skip_next=0
+for arg in "$@"; do
+	if [ "$skip_next" = 1 ] || [ "$arg" = --note ]; then
+		skip_next=$((1 - skip_next))
+	elif [[ "$arg" =~ ^[A-Za-z0-9_,./:=+-]+$ ]]; then
+		INVOCATION+=" $arg"
+	else
+		INVOCATION+=" $(printf '%q' "$arg")"
+	fi
+done
 
 parse_args() {
 	while [ $# -gt 0 ]; do
 		case "$1" in
 		--smoke) SMOKE=1 ;;
 		--rounds | --time | --warmup | --targets | --workloads | --size | --build | --work | \
-			--out | --chart | --tgt-port | --isergw-port | --isergw-wt-port | --iperf-port)
+			--out | --chart | --tgt-port | --tgt-ctl | --isergw-port | --isergw-wt-port | \
+			--iperf-port | --profile-workloads | --note)
 			[ $# -ge 2 ] || usage_error "$1 needs a value"
 			;;&
 		--rounds) ROUNDS="$2"; shift ;;
@@ -102,13 +127,17 @@ parse_args() {
 		--work) WORK="$2"; shift ;;
 		--out) OUT="$2"; shift ;;
 		--chart) CHART="$2"; shift ;;
-		--tgt-port) TGT_PORT="$2"; shift ;;
-		--isergw-port) ISERGW_PORT="$2"; shift ;;
-		--isergw-wt-port) ISERGW_WT_PORT="$2"; shift ;;
-		--iperf-port) IPERF_PORT="$2"; shift ;;
+		--tgt-port) TGT_PORT="$2" GIVEN[TGT_PORT]=1; shift ;;
+		--tgt-ctl) TGT_CTL_OPT="$2"; shift ;;
+		--isergw-port) ISERGW_PORT="$2" GIVEN[ISERGW_PORT]=1; shift ;;
+		--isergw-wt-port) ISERGW_WT_PORT="$2" GIVEN[ISERGW_WT_PORT]=1; shift ;;
+		--iperf-port) IPERF_PORT="$2" GIVEN[IPERF_PORT]=1; shift ;;
 		--no-cross-check) CROSS=0 ;;
 		--no-limits) LIMITS=0 ;;
 		--keep) KEEP=1 ;;
+		--profile) PROFILE=1 ;;
+		--profile-workloads) PROFILE_WL="$2"; shift ;;
+		--note) NOTE="$2"; shift ;;
 		-h | --help) usage; exit 0 ;;
 		*) echo "run-bench: unknown option $1" >&2; usage >&2; exit 2 ;;
 		esac
@@ -127,7 +156,7 @@ validate_args() {
 	[[ "$TIME" =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_error "--time needs seconds"
 	[[ "$WARMUP" =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_error "--warmup needs seconds"
 	[[ "$SIZE" =~ ^[0-9]+[KMGT]?$ ]] || usage_error "--size: a number with K, M, G or T"
-	for wl in ${SELECT//,/ }; do
+	for wl in ${SELECT//,/ } ${PROFILE_WL//,/ }; do
 		[[ ",$(workload_names)," == *",$wl,"* ]] ||
 			usage_error "unknown workload $wl (known: $(workload_names))"
 	done
@@ -164,8 +193,11 @@ check_tools() {
 	if [ "$CROSS" = 1 ]; then
 		need iscsi-perf
 		need qemu-img
+		compgen -G "/usr/lib/*/qemu/block-iscsi.so" >/dev/null ||
+			die "qemu-img has no iscsi driver (Debian package qemu-block-extra)"
 	fi
 	[ "$LIMITS" = 0 ] || need iperf3
+	[ "$PROFILE" = 0 ] || need perf
 }
 
 choose_targets() {
@@ -197,6 +229,21 @@ port_busy() {
 	ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
+# settle_port VAR: if the port in VAR is taken, fail when it was given on the command line,
+# else put a free loopback port into VAR (the machine may be shared).
+settle_port() {
+	local var="$1" new
+	if ! [[ "${!var}" =~ ^[0-9]+$ ]] || [ "${!var}" -lt 1 ] || [ "${!var}" -gt 65535 ]; then
+		usage_error "bad port ${!var}"
+	fi
+	port_busy "${!var}" || return 0
+	[ -z "${GIVEN[$var]:-}" ] || die "port ${!var} is in use"
+	new=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+	log "default port ${!var} is in use; using $new instead"
+	printf -v "$var" '%s' "$new"
+}
+
 # wait_listen PORT PID: until something listens on PORT, while PID lives (10 s at most).
 # (tgt__gone, from lib-tgt.sh, also counts an unreaped child as gone.)
 wait_listen() {
@@ -211,7 +258,7 @@ wait_listen() {
 
 start_tgt() {
 	local file="$WORK/tgt.img"
-	TGT_STATE_DIR="$WORK/tgt-state" TGT_CTL="$TGT_PORT" \
+	TGT_STATE_DIR="$WORK/tgt-state" TGT_CTL="$TGT_CTL_OPT" TGT_CMDLOG="$WORK/commands.txt" \
 		tgt_start "$TGT_PORT" "$file" "$IQN_PREFIX:tgt" || die "tgtd did not start"
 	T_PID[tgt]="$TGT_PID" T_URL[tgt]="$TGT_URL" T_PORT[tgt]="$TGT_PORT"
 	T_IQN[tgt]="$TGT_IQN" T_LUN[tgt]=1 T_LOG[tgt]="$WORK/tgt-state/tgtd-$TGT_PORT.log"
@@ -248,6 +295,7 @@ isergw_start() { # NAME PORT WRITE_CACHE
 	isergw_write_config "$cfg" "$name" "$port" "$file" "$3"
 	"$BIN/isergw" --config "$cfg" --check-config >"$WORK/$name.log" 2>&1 ||
 		die "isergw rejects $cfg: $(tail -3 "$WORK/$name.log")"
+	printf '%s\n' "$BIN/isergw --config $cfg" >>"$WORK/commands.txt"
 	"$BIN/isergw" --config "$cfg" >>"$WORK/$name.log" 2>&1 &
 	pid=$!
 	T_PID[$name]="$pid" T_PORT[$name]="$port" T_LOG[$name]="$WORK/$name.log"
@@ -313,6 +361,19 @@ proc_ticks() {
 	awk '{print $12 + $13}' <<<"$s"
 }
 
+# Busy CPU ticks of the whole machine (all CPUs: user, nice, system, irq, softirq, steal).
+busy_ticks() {
+	awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# CPU ticks of this shell's finished children (cutime + cstime): the clients it has run.
+child_ticks() {
+	local s
+	s=$(cat "/proc/$$/stat")
+	s="${s##*) }"
+	awk '{print $14 + $15}' <<<"$s"
+}
+
 # ---------------------------------------------------------------- running clients
 
 FAILED=0
@@ -323,11 +384,15 @@ record() {
 	timeout --kill-after=5 "$RUN_LIMIT" "$@"
 }
 
-# bench_once TARGET OUTPUT_JSON ARGS...: one isergw-bench run, with the target's CPU use and
-# the idle targets' CPU use written next to the JSON (.cpu: "target_ticks idle_ticks hz").
+# bench_once TARGET OUTPUT_JSON ARGS...: one isergw-bench run, with CPU use written next to
+# the JSON (.cpu: "target_ticks idle_ticks hz other_ticks"): the target's, the idle targets',
+# and that of everything else on the machine (busy ticks minus targets and the client),
+# which says how quiet the machine was.
 bench_once() {
-	local t="$1" out="$2" before after o idle0=0 idle1=0
+	local t="$1" out="$2" before after o idle0=0 idle1=0 busy0 busy1 kids0 kids1
 	shift 2
+	kids0=$(child_ticks)
+	busy0=$(busy_ticks)
 	before=$(proc_ticks "${T_PID[$t]}")
 	for o in "${TLIST[@]}"; do [ "$o" = "$t" ] || idle0=$((idle0 + $(proc_ticks "${T_PID[$o]}"))); done
 	if ! record "$BIN/isergw-bench" --url "${T_URL[$t]}" --initiator-name "$INITIATOR" \
@@ -339,7 +404,11 @@ bench_once() {
 	fi
 	after=$(proc_ticks "${T_PID[$t]}")
 	for o in "${TLIST[@]}"; do [ "$o" = "$t" ] || idle1=$((idle1 + $(proc_ticks "${T_PID[$o]}"))); done
-	echo "$((after - before)) $((idle1 - idle0)) $(getconf CLK_TCK)" >"${out%.json}.cpu"
+	busy1=$(busy_ticks)
+	kids1=$(child_ticks)
+	echo "$((after - before)) $((idle1 - idle0)) $(getconf CLK_TCK)" \
+		"$((busy1 - busy0 - (after - before) - (idle1 - idle0) - (kids1 - kids0)))" \
+		>"${out%.json}.cpu"
 }
 
 workload_field() { # NAME FIELD(2=description, 3=args, 4=range)
@@ -403,6 +472,44 @@ run_workloads() {
 			done
 		done
 	done
+}
+
+# ---------------------------------------------------------------- profile
+
+# profile_one WORKLOAD: one more (unmeasured) run of WORKLOAD on isergw write-back, with
+# `perf record` sampling the daemon during the measured seconds; the reports go to
+# raw/perf.WORKLOAD.{dso,comm,sym}.txt. A perf failure is reported, not fatal.
+profile_one() {
+	local wl="$1" pid="${T_PID[isergw-wb]}" data="$WORK/raw/perf.$1.data" args perf_job
+	read -r -a args <<<"$(workload_field "$wl" 3)"
+	log "profile: $wl on isergw-wb, perf record for ${TIME}s"
+	(
+		sleep "$WARMUP"
+		record perf record -F 999 -p "$pid" -o "$data" -- sleep "$TIME"
+	) >"$WORK/raw/perf.$wl.log" 2>&1 &
+	perf_job=$!
+	bench_once isergw-wb "$WORK/raw/profile.$wl.json" "${args[@]}" \
+		--range "$(range_of "$wl")" --time "$TIME" --warmup "$WARMUP" --seed 1 || true
+	if ! wait "$perf_job" || [ ! -s "$data" ]; then
+		log "warning: perf record failed (see $WORK/raw/perf.$wl.log)"
+		return 0
+	fi
+	perf report -i "$data" --stdio --no-children --sort dso --percent-limit 1 \
+		>"$WORK/raw/perf.$wl.dso.txt" 2>>"$WORK/raw/perf.$wl.log" || true
+	perf report -i "$data" --stdio --no-children --sort comm --percent-limit 1 \
+		>"$WORK/raw/perf.$wl.comm.txt" 2>>"$WORK/raw/perf.$wl.log" || true
+	perf report -i "$data" --stdio --no-children --sort dso,sym --percent-limit 0.5 \
+		>"$WORK/raw/perf.$wl.sym.txt" 2>>"$WORK/raw/perf.$wl.log" || true
+	rm -f "$data"
+}
+
+profile_isergw() {
+	local wl
+	if [ -z "${T_PID[isergw-wb]:-}" ]; then
+		log "warning: --profile needs the isergw-wb target; no profile"
+		return 0
+	fi
+	for wl in ${PROFILE_WL//,/ }; do profile_one "$wl"; done
 }
 
 # ---------------------------------------------------------------- limits and cross-checks
@@ -472,6 +579,7 @@ describe_machine() {
 		echo "cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 		echo "cores=$(nproc)"
 		echo "memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+		# shellcheck disable=SC1091
 		echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
 		echo "tgt=$(dpkg-query -W -f='${Version}' tgt 2>/dev/null || echo unknown)"
 		echo "libiscsi=$(dpkg-query -W -f='${Version}' libiscsi7 2>/dev/null || echo unknown)"
@@ -487,6 +595,12 @@ describe_machine() {
 		echo "smoke=$SMOKE"
 		echo "targets=${TLIST[*]}"
 		echo "workloads=$SELECT"
+		echo "load=$(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "invocation=$INVOCATION"
+		echo "note=$NOTE"
+		echo "src=$SRC"
+		echo "work=$WORK"
+		echo "out=$OUT"
 	} >"$WORK/machine.txt"
 	local w
 	for w in "${WORKLOADS[@]}"; do echo "$w"; done >"$WORK/workloads.txt"
@@ -540,11 +654,14 @@ LABEL = {"tgt": "tgt", "isergw-wb": "isergw write-back", "isergw-wt": "isergw wr
 
 
 def cpu_of(path):
+    """Target, idle targets' and other processes' CPU seconds during a run."""
     try:
-        tick, idle, hz = open(path).read().split()
-        return int(tick) / int(hz), int(idle) / int(hz)
-    except (OSError, ValueError):
-        return None, None
+        f = open(path).read().split()
+        hz = int(f[2])
+        other = max(int(f[3]), 0) / hz if len(f) > 3 else None
+        return int(f[0]) / hz, int(f[1]) / hz, other
+    except (OSError, ValueError, IndexError):
+        return None, None, None
 
 
 def runs(wl, t):
@@ -554,7 +671,7 @@ def runs(wl, t):
             j = json.load(open(p))
         except ValueError:
             continue
-        j["target_cpu_s"], j["idle_cpu_s"] = cpu_of(p[:-5] + ".cpu")
+        j["target_cpu_s"], j["idle_cpu_s"], j["other_cpu_s"] = cpu_of(p[:-5] + ".cpu")
         out.append(j)
     return out
 
@@ -602,6 +719,13 @@ def memcpy_gbs():
 
 
 R = {w[0]: {t: runs(w[0], t) for t in targets} for w in workloads}
+# CPU used by everything else on the machine during measured runs, in cores (the client's
+# whole process lifetime and the targets are taken out; kernel threads working for them,
+# e.g. ksoftirqd, remain, so a quiet machine shows a few percent).
+others = [(w[0], t, r["other_cpu_s"] / r["elapsed_s"])
+          for w in workloads for t in targets for r in R[w[0]][t]
+          if r.get("other_cpu_s") is not None and r.get("elapsed_s")]
+other_med = statistics.median([o[2] for o in others]) if others else None
 loop_gbit, mem_gbs = iperf_gbit(), memcpy_gbs()
 loop_mbs = loop_gbit * 1000 / 8 if loop_gbit else None
 P = print
@@ -609,6 +733,30 @@ P = print
 P(f"## Results ({machine['date']})\n")
 if machine["smoke"] == "1":
     P("**Smoke run** (harness check, figures meaningless).\n")
+provisional = []
+if int(machine["rounds"]) < 3:
+    provisional.append(f"{machine['rounds']} round(s) instead of at least 3")
+if float(machine["time"]) < 5:
+    provisional.append(f"runs of {machine['time']} s instead of 5")
+load1 = float(machine["load"].split()[0])
+if load1 >= 1.0:
+    provisional.append(f"the machine was busy (load average {load1:.2f} at the start)")
+if other_med is not None and other_med > 0.15:
+    provisional.append(f"other processes used {100 * other_med:.0f}% of a core during the "
+                       "median run")
+if machine["smoke"] != "1" and provisional:
+    P("**Provisional figures**: " + "; ".join(provisional)
+      + ". Re-run `make bench` on a quiet machine for figures of record.\n")
+if machine["note"]:
+    P(machine["note"] + "\n")
+P(f"Reproduce with (from the source tree, after `cmake --build build`):\n\n"
+  f"```sh\n{machine['invocation']}\n```\n")
+P(f"Load average when the targets had started: {machine['load']}."
+  + (f" CPU used by other processes during the measured runs (the machine's busy time "
+     f"minus the targets and the client, from /proc/stat): median {100 * other_med:.0f}% of "
+     f"one core, at most {100 * max(o[2] for o in others):.0f}%"
+     f" ({max(others, key=lambda o: o[2])[0]} on {max(others, key=lambda o: o[2])[1]})."
+     if others else "") + "\n")
 P(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, "
   f"{machine['os']}, kernel {machine['kernel']}; backing files on {machine['fs']}. "
   f"tgt {machine['tgt']}, libiscsi {machine['libiscsi']}, qemu {machine['qemu']}, "
@@ -663,6 +811,23 @@ for w in workloads:
     P(row)
     chart_rows.append((w[0], unit, [meds[t] for t in targets]))
 P("")
+
+# --- fraction of the physical limits
+if loop_mbs or mem_gbs:
+    P("### Fraction of the physical limits (median MB/s of each target)\n")
+    P("Loopback TCP is what one connection can carry at best; memcpy is what one core can "
+      "copy. A target that copies each byte once on its way through uses a share of the "
+      "memcpy limit.\n")
+    P("| workload | " + " | ".join(f"{LABEL[t]} % loopback | % memcpy" for t in targets) + " |")
+    P("|---|" + "---|---|" * len(targets))
+    for w in workloads:
+        cells = []
+        for t in targets:
+            m = med([r["mb_s"] for r in R[w[0]][t]])
+            cells.append(f"{100 * m / loop_mbs:.1f}%" if m and loop_mbs else "–")
+            cells.append(f"{100 * m / (mem_gbs * 1000):.1f}%" if m and mem_gbs else "–")
+        P(f"| {w[1]} | " + " | ".join(cells) + " |")
+    P("")
 
 # --- latency
 P("### Latency, microseconds (median over runs of each run's p50 / p99 / p99.9 / max)\n")
@@ -760,7 +925,138 @@ if failures:
         P(f"- {f}")
     P("")
 
-P("![isergw and tgt, medians](bench.png)\n" if machine["smoke"] != "1" else "")
+# --- issue 8 goals, judged from the medians above, and where isergw's time goes
+
+
+def ratio(wl, t):
+    a = med([r["iops"] for r in R.get(wl, {}).get(t, [])])
+    b = med([r["iops"] for r in R.get(wl, {}).get("tgt", [])])
+    return a / b if a and b else None
+
+
+def loop_share(wl, t):
+    m = med([r["mb_s"] for r in R.get(wl, {}).get(t, [])])
+    return m / loop_mbs if m and loop_mbs else None
+
+
+GOALS = [
+    ("w4k-qd32", "4 KiB random write QD32, write-back: at least 2x tgt", ratio, 2.0, "x"),
+    ("r4k-qd32", "4 KiB random read QD32 from cache: at least 1.5x tgt", ratio, 1.5, "x"),
+    ("w128k-qd8", "128 KiB sequential write QD8: at least 80% of loopback TCP", loop_share,
+     0.8, "%"),
+    ("r128k-qd8", "128 KiB sequential read QD8: at least 80% of loopback TCP", loop_share,
+     0.8, "%"),
+]
+profiled = {os.path.basename(p).split(".")[1]
+            for p in glob.glob(os.path.join(raw, "perf.*.sym.txt"))}
+if "isergw-wb" in targets:
+    P("### Goals of issue 8 (isergw write-back)\n")
+    P("| goal | measured | met |\n|---|---|---|")
+    short = []
+    for wl, desc, fn, goal, kind in GOALS:
+        if wl not in R:
+            P(f"| {desc} | not run | – |")
+            continue
+        v = fn(wl, "isergw-wb")
+        shown = "–" if v is None else (f"{v:.2f}x" if kind == "x" else f"{100 * v:.0f}%")
+        met = v is not None and v >= goal
+        P(f"| {desc} | {shown} | {'yes' if met else '**no**'} |")
+        if not met:
+            short.append(wl)
+    P("")
+    missing = [wl for wl in short if wl not in profiled]
+    if missing:
+        P("Not profiled in this run: " + ", ".join(missing) + " (`--profile "
+          f"--profile-workloads {','.join(missing)}`).\n")
+
+
+def perf_rows(path, limit):
+    rows = []
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return rows
+    for l in lines:
+        if not l.strip() or l.lstrip().startswith("#"):
+            continue
+        parts = l.split()
+        if not parts[0].endswith("%"):
+            continue
+        rows.append(parts)
+        if len(rows) == limit:
+            break
+    return rows
+
+
+if profiled:
+    P("### Where isergw's time goes (perf, write-back daemon)\n")
+    P(f"`perf record -F 999 -p PID` for the {machine['time']} measured seconds of one "
+      "extra run of the workload (not counted above); `perf report --no-children --sort "
+      "dso`, `--sort comm` (threads) and `--sort dso,sym`. Shares of the daemon's samples; `[k]` is kernel code "
+      "run for the daemon (system calls, TCP, page cache).\n")
+    every = [l.rstrip("\n").split("|") for l in open(os.path.join(work, "workloads.txt"))]
+    for w in every:
+        if w[0] not in profiled:
+            continue
+        base = os.path.join(raw, f"perf.{w[0]}")
+        dsos = perf_rows(base + ".dso.txt", 6)
+        comms = perf_rows(base + ".comm.txt", 6)
+        syms = perf_rows(base + ".sym.txt", 20)
+        own = None
+        try:
+            own = json.load(open(os.path.join(raw, f"profile.{w[0]}.json")))
+        except (OSError, ValueError):
+            pass
+        extra = ""
+        if own:
+            extra = (f" (this run: {fmt(own['iops'])} IOPS, {fmt(own['mb_s'])} MB/s, "
+                     "under perf)")
+        P(f"**{w[1]}**{extra}. By shared object: "
+          + ", ".join(f"{d[1]} {d[0]}" for d in dsos) + ". By thread: "
+          + ", ".join(f"{' '.join(c[1:])} {c[0]}" for c in comms) + ".\n")
+        P("| share | shared object | symbol |\n|---|---|---|")
+        for r in syms:
+            P(f"| {r[0]} | {r[1]} | `{' '.join(r[2:])}` |")
+        P("")
+
+# --- how it was run
+P("### Commands\n")
+P("Targets were set up with the commands below (the isergw configuration follows); each "
+  "run's command is shown for tgt, first round; the isergw runs differ only in the URL "
+  "and seed. Every command line of the run is in `commands.txt` in the work directory.\n")
+src, wdir = machine["src"], machine["work"]
+
+
+def tidy(l):
+    return l.replace(wdir, "WORK").replace(src + "/", "")
+
+
+cmds = [l.rstrip("\n") for l in open(os.path.join(work, "commands.txt"))]
+shown, seen = [], set()
+for l in cmds:
+    is_bench = "isergw-bench --url" in l
+    if (is_bench and ":tgt/" not in l) or re.search(r"--seed (?!1\b)\d+", l):
+        continue
+    if l.startswith("qemu-img") and "target=" in l and ":tgt," not in l:
+        continue
+    if l.startswith("iscsi-perf") and ":tgt/" not in l:
+        continue
+    if "isergw --config" in l and "isergw-wt" in l:
+        continue
+    key = tidy(l)
+    if key not in seen:
+        seen.add(key)
+        shown.append(key)
+P("```sh\n" + "\n".join(shown) + "\n```\n")
+cfg = os.path.join(work, "isergw-wb.conf")
+if os.path.exists(cfg):
+    P("isergw write-back configuration (write-through: `write_cache = no`, its own port and "
+      "file):\n")
+    P("```ini\n" + tidy(open(cfg).read()).rstrip() + "\n```\n")
+
+if machine["smoke"] != "1":
+    rel = os.path.relpath(chart, os.path.dirname(os.path.abspath(machine["out"])))
+    P(f"![isergw and tgt, medians]({rel})\n")
 P("Raw results (one JSON per run), logs and the exact command lines: the work directory "
   "of scripts/run-bench.sh (`build/bench-run/` by default; `commands.txt`).\n")
 
@@ -793,7 +1089,7 @@ titles = {"IOPS": "4 and 8 KiB workloads", "MB/s": "128 KiB sequential"}
 gp = [f"set terminal pngcairo size {600 * max(len(panels), 1)},500 noenhanced font ',10'",
       f"set output '{chart}'",
       "set style data histograms", "set style histogram clustered gap 1",
-      "set style fill solid 0.8 border -1", "set key top left", "set grid ytics",
+      "set style fill solid 0.8 border -1", "set key below horizontal", "set grid ytics",
       "set yrange [0:*]",
       f"set multiplot layout 1,{max(len(panels), 1)} title 'medians, loopback, "
       f"{machine['date']}'"]
@@ -821,12 +1117,14 @@ main() {
 	mkdir -p "$WORK/raw"
 	trap cleanup EXIT
 	trap 'exit 130' INT TERM
+	for t in TGT_PORT ISERGW_PORT ISERGW_WT_PORT IPERF_PORT; do settle_port "$t"; done
 	for t in "${TLIST[@]}"; do start_target "$t"; done
 	describe_machine
 	write_summarizer
 	[ "$LIMITS" = 0 ] || measure_limits
 	prefill
 	run_workloads
+	[ "$PROFILE" = 0 ] || profile_isergw
 	[ "$CROSS" = 0 ] || cross_checks
 	summarize
 	log "done in $(($(date +%s) - t0)) s$([ "$FAILED" = 0 ] || echo ', with FAILED runs')"
