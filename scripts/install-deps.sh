@@ -5,7 +5,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 	libssl-dev liburing-dev libinih-dev libjansson-dev libiscsi-dev
 	libibverbs-dev librdmacm-dev libnl-route-3-dev)
-TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps prometheus)
+TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps prometheus jq)
 # Benchmark harness (scripts/run-bench.sh): chart, qemu-img bench with qemu's libiscsi block
 # driver (qemu-block-extra), loopback TCP limit, --profile (perf). The test list includes
 # them, so that the bench smoke test always runs under `make test`.
