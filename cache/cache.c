@@ -806,8 +806,9 @@ static void backend_step_done(struct volume_io *bio, int res)
                 pthread_mutex_unlock(&c->lock);
         }
         struct volume_io *io = s->io;
+        struct reactor *here = bio->reactor;
         free(s);
-        complete_io(io, res, bio->reactor);
+        complete_io(io, res, here);
 }
 
 /* Under the lock: a satisfied waiter's last step (the backend FLUSH, UNMAP or WRITE ZEROES)
