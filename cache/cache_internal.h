@@ -14,7 +14,7 @@
 #define CACHE_MAX_BLOCKS     64 /* blocks per line: valid/dirty are 64-bit masks */
 #define CACHE_BUCKETS        4096
 #define CACHE_GHOST_HASH     65536
-#define DESTAGE_MAX_INFLIGHT 8
+#define DESTAGE_MAX_INFLIGHT 32
 #define DESTAGE_MAX_LINES    32 /* one backend write covers at most this many lines */
 
 enum cline_queue { Q_NONE, Q_A1IN, Q_AM, Q_DIRTY, Q_RETIRED };
