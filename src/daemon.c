@@ -1,6 +1,7 @@
 #include "src/daemon.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,21 +132,59 @@ static int add_targets(struct daemon *d)
         return 0;
 }
 
+/* "iscsi://user%secret@host/..." without the credentials, for logs and status. */
+static void url_for_display(const char *url, char *buf, size_t len)
+{
+        const char *rest = strncmp(url, "iscsi://", 8) == 0 ? url + 8 : url;
+        const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
+        if (at && (!slash || at < slash))
+                snprintf(buf, len, "iscsi://%s", at + 1);
+        else
+                snprintf(buf, len, "%s", url);
+}
+
+/* The LUN's backend; LUNs of remote targets spread their sessions over the reactors. */
+static struct backend *open_backend(struct daemon *d, const struct config_lun *l, unsigned index)
+{
+        if (l->backend != CONFIG_BACKEND_ISCSI)
+                return backend_file_open(l->path, l->size, l->create);
+        struct backend *b = backend_iscsi_open(l->url, d->cfg->backend_initiator_name,
+                                               d->reactors[index % d->nreactors]);
+        if (!b)
+                return NULL;
+        uint32_t remote_bs = backend_iscsi_block_size(b);
+        if (l->block_size % remote_bs != 0) {
+                log_err("lun %u: block_size %u is not a multiple of the remote LU's block size %u",
+                        l->number, l->block_size, remote_bs);
+                backend_destroy(b);
+                return NULL;
+        }
+        return b;
+}
+
 static int open_lun(struct daemon *d, const struct config_target *t, const struct config_lun *l,
                     struct daemon_lun *dl)
 {
         dl->target = t;
         dl->conf = l;
-        dl->backend = backend_file_open(l->path, l->size, l->create);
+        dl->backend = open_backend(d, l, (unsigned)(dl - d->luns));
         if (!dl->backend)
                 return -1;
+        uint64_t size = backend_size(dl->backend);
+        if (l->size > size) {
+                log_err("target %s LUN %u: size %llu exceeds the backend (%llu bytes)", t->name,
+                        l->number, (unsigned long long)l->size, (unsigned long long)size);
+                return -1;
+        }
+        if (l->size)
+                size = l->size;
         dl->volume = volume_create(dl->backend);
         if (!dl->volume)
                 return -1;
         struct scsi_lun *s = &dl->scsi;
         s->lun = l->number;
         s->block_size = l->block_size;
-        s->num_blocks = backend_size(dl->backend) / l->block_size;
+        s->num_blocks = size / l->block_size;
         s->volume = dl->volume;
         s->write_cache = l->write_cache;
         s->read_only = l->read_only;
@@ -154,7 +193,9 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         scsi_lun_init_identity(s, t->name, l->number);
         if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)
                 return -1;
-        log_info("target %s LUN %u: %s, %llu blocks of %u bytes%s", t->name, l->number, l->path,
+        char where[PATH_MAX];
+        url_for_display(l->path ? l->path : l->url, where, sizeof(where));
+        log_info("target %s LUN %u: %s, %llu blocks of %u bytes%s", t->name, l->number, where,
                  (unsigned long long)s->num_blocks, l->block_size,
                  l->read_only ? ", read-only" : "");
         return 0;
@@ -203,13 +244,30 @@ static int open_portals(struct daemon *d)
 
 /* ---------------- status provider ---------------- */
 
+static json_t *backend_json(const struct daemon_lun *l)
+{
+        struct backend_status st;
+        backend_get_status(l->backend, &st);
+        json_t *b = json_pack("{s:s, s:s, s:b, s:s?, s:I, s:I}", "type", l->backend->ops->name,
+                              "state", st.online ? "online" : "offline", "online", st.online,
+                              "last_error", st.last_error[0] ? st.last_error : NULL, "errors",
+                              (json_int_t)st.errors, "reconnects", (json_int_t)st.reconnects);
+        if (l->conf->backend == CONFIG_BACKEND_ISCSI) {
+                char url[PATH_MAX];
+                url_for_display(l->conf->url, url, sizeof(url));
+                json_object_set_new(b, "url", json_string(url));
+        } else {
+                json_object_set_new(b, "path", json_string(l->conf->path));
+        }
+        return b;
+}
+
 static json_t *luns_json(struct daemon *d)
 {
         json_t *arr = json_array();
         for (unsigned i = 0; i < d->nluns; i++) {
                 const struct daemon_lun *l = &d->luns[i];
-                json_t *backend = json_pack("{s:s, s:s, s:s, s:n}", "type", "file", "path",
-                                            l->conf->path, "state", "online", "last_error");
+                json_t *backend = backend_json(l);
                 json_array_append_new(
                     arr,
                     json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:b}", "target", l->target->name,
