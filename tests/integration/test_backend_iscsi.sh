@@ -283,7 +283,7 @@ for _ in $(seq 1 900); do
 done
 if kill -0 "$pid" 2>/dev/null; then
 	kill -KILL "$pid"
-	bad "the daemon did not stop within 60 s of SIGTERM with the remote down"
+	bad "the daemon did not stop within 90 s of SIGTERM with the remote down"
 fi
 rc=0
 wait "$pid" || rc=$?
