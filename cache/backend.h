@@ -44,6 +44,8 @@ struct backend *backend_file_open(const char *path, uint64_t size, bool create);
  * lives on reactor home; it logs in before returning (NULL and a log line if it cannot). */
 struct backend *backend_iscsi_open(const char *url, const char *initiator_name,
                                    struct reactor *home);
+/* The remote LU's logical block size: every offset and length submitted is a multiple of it. */
+uint32_t backend_iscsi_block_size(const struct backend *b);
 
 /* Wraps inner so tests can inject errors through the status socket (fault_injection = yes).
  * Takes ownership of inner. */

@@ -1,6 +1,7 @@
 #include "src/daemon.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -160,14 +161,52 @@ static int wrap_fault_injection(struct daemon_lun *dl)
         return 0;
 }
 
+/* "iscsi://user%secret@host/..." without the credentials, for logs and status. */
+static void url_for_display(const char *url, char *buf, size_t len)
+{
+        const char *rest = strncmp(url, "iscsi://", 8) == 0 ? url + 8 : url;
+        const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
+        if (at && (!slash || at < slash))
+                snprintf(buf, len, "iscsi://%s", at + 1);
+        else
+                snprintf(buf, len, "%s", url);
+}
+
+/* The LUN's backend; LUNs of remote targets spread their sessions over the reactors. */
+static struct backend *open_backend(struct daemon *d, const struct config_lun *l, unsigned index)
+{
+        if (l->backend != CONFIG_BACKEND_ISCSI)
+                return backend_file_open(l->path, l->size, l->create);
+        struct backend *b = backend_iscsi_open(l->url, d->cfg->backend_initiator_name,
+                                               d->reactors[index % d->nreactors]);
+        if (!b)
+                return NULL;
+        uint32_t remote_bs = backend_iscsi_block_size(b);
+        if (l->block_size % remote_bs != 0) {
+                log_err("lun %u: block_size %u is not a multiple of the remote LU's block size %u",
+                        l->number, l->block_size, remote_bs);
+                backend_destroy(b);
+                return NULL;
+        }
+        return b;
+}
+
 static int open_lun(struct daemon *d, const struct config_target *t, const struct config_lun *l,
                     struct daemon_lun *dl)
 {
         dl->target = t;
         dl->conf = l;
-        dl->backend = backend_file_open(l->path, l->size, l->create);
+        dl->backend = open_backend(d, l, (unsigned)(dl - d->luns));
         if (!dl->backend)
                 return -1;
+        uint64_t size = backend_size(dl->backend);
+        if (l->size > size) {
+                log_err("target %s LUN %u: size %llu exceeds the backend (%llu bytes)", t->name,
+                        l->number, (unsigned long long)l->size, (unsigned long long)size);
+                return -1;
+        }
+        if (l->size)
+                size = l->size;
         if (l->fault_injection && wrap_fault_injection(dl) < 0)
                 return -1;
         if (open_volume(d, l, dl) < 0)
@@ -176,7 +215,7 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         s->lun = l->number;
         s->block_size = l->block_size;
         s->physical_block_size = l->physical_block_size;
-        s->num_blocks = backend_size(dl->backend) / l->block_size;
+        s->num_blocks = size / l->block_size;
         s->volume = dl->volume;
         s->write_cache = l->write_cache;
         s->read_only = l->read_only;
@@ -185,8 +224,10 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         scsi_lun_init_identity(s, t->name, l->number);
         if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)
                 return -1;
+        char where[PATH_MAX];
+        url_for_display(l->path ? l->path : l->url, where, sizeof(where));
         log_info("target %s LUN %u: %s, %llu blocks of %u bytes (physical %u)%s", t->name,
-                 l->number, l->path, (unsigned long long)s->num_blocks, l->block_size,
+                 l->number, where, (unsigned long long)s->num_blocks, l->block_size,
                  l->physical_block_size, l->read_only ? ", read-only" : "");
         return 0;
 }
@@ -267,20 +308,48 @@ static json_t *cache_json(struct daemon *d)
             (json_int_t)st.write_waits);
 }
 
+static json_t *backend_json(const struct daemon_lun *l)
+{
+        struct backend_status st;
+        backend_get_status(l->backend, &st);
+        json_t *b = json_pack("{s:s, s:s, s:b, s:s?, s:I, s:I}", "type", l->backend->ops->name,
+                              "state", st.online ? "online" : "offline", "online", st.online,
+                              "last_error", st.last_error[0] ? st.last_error : NULL, "errors",
+                              (json_int_t)st.errors, "reconnects", (json_int_t)st.reconnects);
+        if (l->conf->backend == CONFIG_BACKEND_ISCSI) {
+                char url[PATH_MAX];
+                url_for_display(l->conf->url, url, sizeof(url));
+                json_object_set_new(b, "url", json_string(url));
+        } else {
+                json_object_set_new(b, "path", json_string(l->conf->path));
+        }
+        return b;
+}
+
 static json_t *luns_json(struct daemon *d)
 {
         json_t *arr = json_array();
         for (unsigned i = 0; i < d->nluns; i++) {
                 const struct daemon_lun *l = &d->luns[i];
-                json_t *backend = json_pack("{s:s, s:s, s:s, s:n}", "type", "file", "path",
-                                            l->conf->path, "state", "online", "last_error");
+                json_t *backend = backend_json(l);
+                struct volume_stats vs;
+                volume_get_stats(l->volume, &vs);
+                json_t *cache = json_pack(
+                    "{s:s, s:I, s:I, s:I, s:I, s:b, s:s?}", "mode",
+                    l->conf->write_cache ? "write-back" : "write-through", "dirty_lines",
+                    (json_int_t)vs.dirty_lines, "destaged_bytes", (json_int_t)vs.destaged_bytes,
+                    "destage_inflight", (json_int_t)vs.destage_inflight, "destage_errors",
+                    (json_int_t)vs.destage_errors, "backing_off", vs.backing_off, "last_error",
+                    vs.last_error[0] ? vs.last_error : NULL);
                 json_array_append_new(
                     arr,
-                    json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:b}", "target", l->target->name,
-                              "lun", (json_int_t)l->conf->number, "size_bytes",
+                    json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:b, s:b}", "target",
+                              l->target->name, "lun", (json_int_t)l->conf->number, "size_bytes",
                               (json_int_t)(l->scsi.num_blocks * l->scsi.block_size), "block_size",
-                              (json_int_t)l->scsi.block_size, "backend", backend, "write_cache",
-                              l->scsi.write_cache, "read_only", l->scsi.read_only));
+                              (json_int_t)l->scsi.block_size, "physical_block_size",
+                              (json_int_t)l->conf->physical_block_size, "backend", backend, "cache",
+                              cache, "write_cache", l->scsi.write_cache, "read_only",
+                              l->scsi.read_only));
         }
         return json_pack("{s:o}", "luns", arr);
 }

@@ -141,6 +141,11 @@ void reactor_destroy(struct reactor *r)
         free(r);
 }
 
+bool reactor_running(const struct reactor *r)
+{
+        return r->running;
+}
+
 unsigned reactor_index(const struct reactor *r)
 {
         return r->index;

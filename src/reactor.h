@@ -44,6 +44,9 @@ struct reactor *reactor_create(unsigned index);
 void reactor_destroy(struct reactor *r);
 int reactor_start(struct reactor *r); /* spawns the thread */
 void reactor_stop(struct reactor *r); /* asks the loop to end and joins it */
+/* Whether r's thread runs (between reactor_start and reactor_stop). Ask from the thread that
+ * starts and stops r: shutdown code uses it to know whether r can still run a reactor_call. */
+bool reactor_running(const struct reactor *r);
 unsigned reactor_index(const struct reactor *r);
 /* One loop iteration on the calling thread (tests drive an unstarted reactor this way). */
 void reactor_poll_once(struct reactor *r, int max_wait_ms);
