@@ -164,8 +164,9 @@ struct model {
         int backend_fd;
         struct slot *slots;
         unsigned inflight;
-        uint64_t min_pending; /* oldest issue tick of in-flight reads and flushes */
-        uint64_t min_fua_wid; /* oldest in-flight FUA / write-through write (its check) */
+        uint64_t min_pending;   /* oldest issue tick of in-flight reads and flushes */
+        uint64_t min_fua_wid;   /* oldest in-flight FUA / write-through write (its check) */
+        uint64_t check_min_wid; /* during a FUA check: writes from this one on are allowed */
         struct window *windows;
         size_t nwindows, capwindows;
         bool armed;
@@ -415,7 +416,7 @@ static bool torn_ok(struct model *m, const unsigned char *p, uint64_t lba, const
         bool moving = !need_motion;
         for (uint32_t i = 0; i < b->n; i++) {
                 const struct cand *c = &b->c[i];
-                if (c->until > since) {
+                if (c->until > since || c->wid >= m->check_min_wid) {
                         k++;
                         moving |= c->state == C_INFLIGHT || c->done > since;
                 }
@@ -427,7 +428,7 @@ static bool torn_ok(struct model *m, const unsigned char *p, uint64_t lba, const
                 die(m, "out of memory");
         k = 0;
         for (uint32_t i = 0; i < b->n; i++)
-                if (b->c[i].until > since)
+                if (b->c[i].until > since || b->c[i].wid >= m->check_min_wid)
                         fill_block(m, v + (size_t)k++ * m->blksz, lba, b->c[i].wid);
         bool ok = true;
         for (uint32_t byte = 0; byte < m->blksz && ok; byte++) {
@@ -496,6 +497,7 @@ static void check_backend_from(struct model *m, uint64_t lba, uint32_t n, uint64
         if (m->backend_fd < 0)
                 return;
         m->backend_checks++;
+        m->check_min_wid = min_wid;
         while (n > 0) {
                 uint32_t chunk = n < m->max_blocks ? n : m->max_blocks;
                 size_t len = (size_t)chunk * m->blksz;
@@ -521,6 +523,7 @@ static void check_backend_from(struct model *m, uint64_t lba, uint32_t n, uint64
                 lba += chunk;
                 n -= chunk;
         }
+        m->check_min_wid = UINT64_MAX;
 }
 
 static void check_backend(struct model *m, uint64_t lba, uint32_t n, uint64_t since,
@@ -1485,7 +1488,7 @@ static int setup(struct model *m)
 int main(int argc, char **argv)
 {
         struct opts o;
-        struct model m = {.o = &o, .st.fd = -1, .backend_fd = -1};
+        struct model m = {.o = &o, .st.fd = -1, .backend_fd = -1, .check_min_wid = UINT64_MAX};
         int rc = parse_args(&o, argc, argv);
         if (rc)
                 return rc > 0 ? 0 : 2;
