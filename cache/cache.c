@@ -271,11 +271,18 @@ static void update_draining(struct cache *c)
                 c->draining = false;
 }
 
-static void make_dirty(struct volume *v, struct cline *cl)
+static unsigned origin_of(const struct volume_io *io)
+{
+        return reactor_index(io->reactor) % CACHE_MAX_REACTORS;
+}
+
+static void make_dirty(struct volume *v, struct cline *cl, unsigned origin)
 {
         struct cache *c = v->cache;
         if (cl->q == Q_DIRTY)
                 return;
+        cl->origin = (uint8_t)origin;
+        c->dirty_by[origin]++;
         if (cl->q == Q_A1IN || cl->q == Q_AM) {
                 q_remove(c, cl);
                 c->clean_lines--;
@@ -295,6 +302,7 @@ void cache_line_clean(struct cache *c, struct cline *cl)
                 return;
         q_remove(c, cl);
         c->dirty_lines--;
+        c->dirty_by[cl->origin]--;
         cl->v->stats.dirty_lines--;
         update_draining(c);
         if (!cl->retired)
@@ -363,22 +371,45 @@ static uint8_t *evict_one(struct cache *c)
         return data ? data : evict_from(c, a1in_first ? &c->am : &c->a1in);
 }
 
+/* The caller's own partition first, then a clean line of the cache, and only then another
+ * reactor's free lines: a busy reactor must not drain the others' partitions. */
 static uint8_t *get_line(struct cache *c, struct line_part *prefer)
 {
-        uint8_t *line = line_pool_get(c->pool, prefer);
-        return line ? line : evict_one(c);
+        uint8_t *line = prefer ? line_alloc(prefer) : NULL;
+        if (!line)
+                line = evict_one(c);
+        return line ? line : line_pool_get(c->pool, prefer);
 }
 
-uint8_t *cache_line_get(struct volume *v, struct line_part *prefer, bool for_write)
+/* Under the lock: whether a write from reactor r may take a line now. At the hard limit
+ * nobody may; below it, a reactor that already made more dirty lines than one whose writes
+ * are waiting lets that one go first, so one busy session cannot starve the others. */
+static bool write_may_proceed(struct cache *c, unsigned r)
+{
+        if (c->dirty_lines >= c->hard_lines)
+                return false;
+        for (unsigned o = 0; o < CACHE_MAX_REACTORS; o++)
+                if (o != r && c->waiting_since[o] && c->dirty_by[r] > c->dirty_by[o])
+                        return false;
+        return true;
+}
+
+uint8_t *cache_line_get(struct volume *v, struct line_part *prefer, struct reactor *here,
+                        bool for_write)
 {
         struct cache *c = v->cache;
+        unsigned r = reactor_index(here) % CACHE_MAX_REACTORS;
         pthread_mutex_lock(&c->lock);
         uint8_t *line = NULL;
-        if (for_write && c->dirty_lines >= c->hard_lines) {
+        if (for_write && !write_may_proceed(c, r)) {
                 c->stats.write_waits++;
                 c->draining = true;
+                if (!c->waiting_since[r])
+                        c->waiting_since[r] = reactor_now_ns();
         } else {
                 line = get_line(c, prefer);
+                if (line && for_write)
+                        c->waiting_since[r] = 0;
         }
         pthread_mutex_unlock(&c->lock);
         return line;
@@ -620,6 +651,7 @@ static void commit_replacing(struct volume *v, struct volume_io *io, struct clin
                 nw->valid |= old->valid;
                 nw->dirty = old->dirty;
                 nw->hot = true;
+                nw->origin = old->origin;
                 if (seq_before(nw->max_seq, old->max_seq))
                         nw->max_seq = old->max_seq;
                 index_remove(c, old);
@@ -651,7 +683,7 @@ static void commit_replacing(struct volume *v, struct volume_io *io, struct clin
         }
         index_insert(c, nw);
         nw->dirty |= m;
-        make_dirty(v, nw);
+        make_dirty(v, nw, origin_of(io));
 }
 
 /* Under the lock. Merges [lo, lo+n) of io's data (at pos) into line lno. */
@@ -685,7 +717,7 @@ static void commit_part(struct volume *v, struct volume_io *io, uint64_t lno, ui
         cl->dirty |= take;
         if (seq_before(cl->max_seq, seq))
                 cl->max_seq = seq;
-        make_dirty(v, cl);
+        make_dirty(v, cl, origin_of(io));
 }
 
 static void add_waiter(struct volume *v, struct volume_io *io, uint64_t first, uint64_t last,
@@ -1018,6 +1050,11 @@ struct cache *cache_create(struct line_pool *pool, const struct cache_conf *conf
         for (size_t i = 0; i < c->ghost_size; i++)
                 c->ghost_ring[i] = UINT64_MAX;
         c->kin = c->nlines / 4;
+        c->max_inflight = (unsigned)(c->nlines / 16);
+        if (c->max_inflight < 4)
+                c->max_inflight = 4;
+        if (c->max_inflight > DESTAGE_MAX_INFLIGHT)
+                c->max_inflight = DESTAGE_MAX_INFLIGHT;
         c->high_lines = c->nlines * conf->high_water / 100;
         c->low_lines = c->nlines * conf->low_water / 100;
         c->hard_lines = c->nlines * conf->hard_limit / 100;
@@ -1123,8 +1160,10 @@ void cache_volume_forget(struct volume *v)
                         index_remove(c, cl);
                 if (cl->q == Q_A1IN || cl->q == Q_AM)
                         c->clean_lines--;
-                if (cl->q == Q_DIRTY)
+                if (cl->q == Q_DIRTY) {
                         c->dirty_lines--;
+                        c->dirty_by[cl->origin]--;
+                }
                 q_remove(c, cl);
                 uint8_t *data = cl->data;
                 memset(cl, 0, sizeof(*cl));

@@ -13,8 +13,9 @@
 
 #define CACHE_MAX_BLOCKS     64 /* blocks per line: valid/dirty are 64-bit masks */
 #define CACHE_BUCKETS        4096
+#define CACHE_MAX_REACTORS   64
 #define CACHE_GHOST_HASH     65536
-#define DESTAGE_MAX_INFLIGHT 32
+#define DESTAGE_MAX_INFLIGHT 32 /* per LUN; fewer in a small pool (cache.max_inflight) */
 #define DESTAGE_MAX_LINES    32 /* one backend write covers at most this many lines */
 
 enum cline_queue { Q_NONE, Q_A1IN, Q_AM, Q_DIRTY, Q_RETIRED };
@@ -33,9 +34,10 @@ struct cline {
         uint64_t dirty_since; /* ns; the destager's maximum age */
         uint32_t destaging;   /* backend writes in flight reading this line: immutable */
         bool in_index;
-        bool retired;            /* replaced in the index while destaging; freed when that ends */
-        bool wait_prev;          /* a retired predecessor is still being written: wait for it */
-        bool hot;                /* referenced again since it came in (2Q: goes to Am) */
+        bool retired;   /* replaced in the index while destaging; freed when that ends */
+        bool wait_prev; /* a retired predecessor is still being written: wait for it */
+        bool hot;       /* referenced again since it came in (2Q: goes to Am) */
+        uint8_t origin; /* reactor whose write made it dirty (fair shares of the hard limit) */
         struct cline *successor; /* retired: the line that replaced it */
         struct cline *pred;      /* wait_prev: the retired line it waits for */
         struct cline *hnext;
@@ -107,12 +109,16 @@ struct cache {
         struct cline **hash;
         size_t hash_mask;
         struct cline_queue_head a1in, am;
-        size_t kin; /* A1in's target size (2Q) */
+        size_t kin;            /* A1in's target size (2Q) */
+        unsigned max_inflight; /* destage writes per LUN: lines they pin cannot take writes */
         uint8_t ghost_count[CACHE_GHOST_HASH];
         uint64_t *ghost_ring;
         size_t ghost_size, ghost_pos;
         uint32_t buckets[CACHE_BUCKETS]; /* bumped when a line leaves or is rewritten */
         size_t dirty_lines, clean_lines;
+        /* Per reactor: dirty lines its writes made, and since when its writes wait (0: not). */
+        size_t dirty_by[CACHE_MAX_REACTORS];
+        uint64_t waiting_since[CACHE_MAX_REACTORS];
         size_t high_lines, low_lines, hard_lines;
         uint64_t max_age_ns;
         bool draining;
@@ -144,7 +150,8 @@ void cache_check_waiters(struct volume *v, struct reactor *here);
 void cache_retry_pending(struct volume *v, struct reactor *here);
 void cache_fail_waiters(struct volume *v, uint64_t first, uint64_t last, uint64_t destage_no,
                         int err, struct reactor *here);
-uint8_t *cache_line_get(struct volume *v, struct line_part *prefer, bool for_write);
+uint8_t *cache_line_get(struct volume *v, struct line_part *prefer, struct reactor *here,
+                        bool for_write);
 void cache_submit(struct volume *v, struct volume_io *io);
 void cache_volume_forget(struct volume *v);
 

@@ -179,7 +179,7 @@ void destage_run(struct volume *v, struct reactor *here)
         uint64_t now = reactor_now_ns();
         if (now < v->backoff_until)
                 return;
-        while (v->inflight < DESTAGE_MAX_INFLIGHT) {
+        while (v->inflight < v->cache->max_inflight) {
                 struct cline *pick = NULL;
                 unsigned scanned = 0;
                 for (struct cline *cl = v->dirty.head; cl && scanned < DESTAGE_SCAN;

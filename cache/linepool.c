@@ -159,6 +159,10 @@ void line_free(struct line_part *part, void *line)
 {
         size_t idx = (size_t)((uint8_t *)line - part->base) / part->line_size;
         pthread_mutex_lock(&part->lock);
+        if (part->free_count >= part->total || idx >= part->total) {
+                log_err("line pool: line %zu given back twice or not ours", idx);
+                abort();
+        }
         part->free_stack[part->free_count] = (uint32_t)idx;
         __atomic_store_n(&part->free_count, part->free_count + 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&part->lock);

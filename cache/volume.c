@@ -95,9 +95,10 @@ void volume_write_end(struct volume *v, struct volume_ticket *t)
         ticket_unlock(v);
 }
 
-uint8_t *volume_line_get(struct volume *v, struct line_part *prefer, bool for_write)
+uint8_t *volume_line_get(struct volume *v, struct line_part *prefer, struct reactor *here,
+                         bool for_write)
 {
         if (v->cache)
-                return cache_line_get(v, prefer, for_write);
+                return cache_line_get(v, prefer, here, for_write);
         return line_alloc(prefer);
 }

@@ -67,7 +67,10 @@ void volume_write_end(struct volume *v, struct volume_ticket *t);
 /* A line for an I/O of this volume, from the caller's partition if it can (evicting clean
  * cache lines when the pool is short). NULL means "wait and try again": the pool is full of
  * dirty or busy lines, or (for_write) dirty data is at the hard limit, so new writes wait
- * for the destager (RD3-M3). Lines not kept go back with line_pool_put(). */
-uint8_t *volume_line_get(struct volume *v, struct line_part *prefer, bool for_write);
+ * for the destager (RD3-M3; writes of the reactor 'here' that has made more dirty lines than
+ * a waiting one wait too, so sessions share the limit). Lines not kept go back with
+ * line_pool_put(). */
+uint8_t *volume_line_get(struct volume *v, struct line_part *prefer, struct reactor *here,
+                         bool for_write);
 
 #endif

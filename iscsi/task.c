@@ -94,7 +94,8 @@ static bool seg_get_buffer(struct iscsi_task *t, struct task_seg *s, bool may_us
         if (s->buf)
                 return true;
         struct iscsi_reactor_ctx *rc = t->conn->rc;
-        uint8_t *line = volume_line_get(t->cmd.lun->volume, rc->lines, t->kind == TASK_MEDIA_WRITE);
+        uint8_t *line = volume_line_get(t->cmd.lun->volume, rc->lines, rc->reactor,
+                                        t->kind == TASK_MEDIA_WRITE);
         if (!line && may_use_heap) {
                 line = aligned_alloc(4096, rc->line_size);
                 s->heap_line = line != NULL;
