@@ -1,6 +1,7 @@
 /* scsi: the command life cycle (init, prepare, execute, release), the command table and its
- * CDB checks, sense data, the volume I/O step loop, the per-LU COMPARE AND WRITE queue, LU
- * identity and LUN encoding. Command semantics live in scsi_spc.c and scsi_sbc.c. */
+ * CDB checks, sense data, the volume I/O step loop, the per-LU COMPARE AND WRITE queue, I_T
+ * nexus identity and the LU events of the transport, LU identity and LUN encoding. Command
+ * semantics live in scsi_spc.c, scsi_sbc.c, scsi_pr.c and scsi_medium.c. */
 #include "iscsi/scsi.h"
 
 #include <errno.h>
@@ -21,29 +22,33 @@
  * REPORT SUPPORTED OPERATION CODES and the mask of CDB bits we accept. */
 /* clang-format off */
 static const struct scsi_op op_table[] = {
-        {0x00, 0, 6, 0, {0x00, 0, 0, 0, 0, 0}, spc_test_unit_ready, NULL},
+        {0x00, 0, 6, SCSI_OP_MEDIUM, {0x00, 0, 0, 0, 0, 0}, spc_test_unit_ready, NULL},
         {0x03, 0, 6, SCSI_OP_NO_LUN, {0x03, 0, 0, 0, 0xff, 0}, spc_request_sense, scsi_exec_reply},
-        {0x08, 0, 6, 0, {0x08, 0x1f, 0xff, 0xff, 0xff, 0}, sbc_read, sbc_exec_rw},
-        {0x0a, 0, 6, 0, {0x0a, 0x1f, 0xff, 0xff, 0xff, 0}, sbc_write, sbc_exec_rw},
+        {0x08, 0, 6, SCSI_OP_MEDIUM, {0x08, 0x1f, 0xff, 0xff, 0xff, 0}, sbc_read, sbc_exec_rw},
+        {0x0a, 0, 6, SCSI_OP_MEDIUM, {0x0a, 0x1f, 0xff, 0xff, 0xff, 0}, sbc_write, sbc_exec_rw},
         {0x12, 0, 6, SCSI_OP_NO_LUN, {0x12, 0x01, 0xff, 0xff, 0xff, 0},
          spc_inquiry, scsi_exec_reply},
         {0x15, 0, 6, 0, {0x15, 0x11, 0, 0, 0xff, 0}, spc_mode_select, spc_exec_mode_select},
         {0x16, 0, 6, 0, {0x16, 0, 0, 0, 0, 0}, spc_reserve, NULL},
         {0x17, 0, 6, 0, {0x17, 0, 0, 0, 0, 0}, spc_release, NULL},
         {0x1a, 0, 6, 0, {0x1a, 0x08, 0xff, 0xff, 0xff, 0}, spc_mode_sense, scsi_exec_reply},
-        {0x1b, 0, 6, 0, {0x1b, 0x01, 0, 0x0f, 0xf7, 0}, spc_start_stop_unit, NULL},
-        {0x1e, 0, 6, 0, {0x1e, 0, 0, 0, 0x03, 0}, spc_prevent_allow, NULL},
-        {0x25, 0, 10, 0, {0x25, 0, B4, 0, 0, 0x01, 0}, sbc_read_capacity10, scsi_exec_reply},
-        {0x28, 0, 10, 0, {0x28, 0x1e, B4, 0x1f, 0xff, 0xff, 0}, sbc_read, sbc_exec_rw},
-        {0x2a, 0, 10, 0, {0x2a, 0x1a, B4, 0x1f, 0xff, 0xff, 0}, sbc_write, sbc_exec_rw},
-        {0x2e, 0, 10, 0, {0x2e, 0x12, B4, 0x1f, 0xff, 0xff, 0}, sbc_write, sbc_exec_rw},
-        {0x2f, 0, 10, 0, {0x2f, 0x12, B4, 0x1f, 0xff, 0xff, 0}, sbc_verify, sbc_exec_verify},
-        {0x34, 0, 10, 0, {0x34, 0x02, B4, 0x1f, 0xff, 0xff, 0}, sbc_prefetch, NULL},
-        {0x35, 0, 10, 0, {0x35, 0x06, B4, 0x1f, 0xff, 0xff, 0},
+        {0x1b, 0, 6, 0, {0x1b, 0x01, 0, 0x0f, 0xf7, 0}, sbc_start_stop_unit, NULL},
+        {0x1e, 0, 6, 0, {0x1e, 0, 0, 0, 0x03, 0}, sbc_prevent_allow, NULL},
+        {0x25, 0, 10, SCSI_OP_MEDIUM, {0x25, 0, B4, 0, 0, 0x01, 0},
+         sbc_read_capacity10, scsi_exec_reply},
+        {0x28, 0, 10, SCSI_OP_MEDIUM, {0x28, 0x1e, B4, 0x1f, 0xff, 0xff, 0}, sbc_read, sbc_exec_rw},
+        {0x2a, 0, 10, SCSI_OP_MEDIUM, {0x2a, 0x1a, B4, 0x1f, 0xff, 0xff, 0},
+         sbc_write, sbc_exec_rw},
+        {0x2e, 0, 10, SCSI_OP_MEDIUM, {0x2e, 0x12, B4, 0x1f, 0xff, 0xff, 0},
+         sbc_write, sbc_exec_rw},
+        {0x2f, 0, 10, SCSI_OP_MEDIUM, {0x2f, 0x12, B4, 0x1f, 0xff, 0xff, 0},
+         sbc_verify, sbc_exec_verify},
+        {0x34, 0, 10, SCSI_OP_MEDIUM, {0x34, 0x02, B4, 0x1f, 0xff, 0xff, 0}, sbc_prefetch, NULL},
+        {0x35, 0, 10, SCSI_OP_MEDIUM, {0x35, 0x06, B4, 0x1f, 0xff, 0xff, 0},
          sbc_sync_cache, sbc_exec_sync_cache},
-        {0x41, 0, 10, 0, {0x41, 0x08, B4, 0x1f, 0xff, 0xff, 0},
+        {0x41, 0, 10, SCSI_OP_MEDIUM, {0x41, 0x08, B4, 0x1f, 0xff, 0xff, 0},
          sbc_write_same, sbc_exec_write_same},
-        {0x42, 0, 10, SCSI_OP_THIN, {0x42, 0, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0},
+        {0x42, 0, 10, SCSI_OP_THIN | SCSI_OP_MEDIUM, {0x42, 0, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0},
          sbc_unmap, sbc_exec_unmap},
         {0x55, 0, 10, 0, {0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
          spc_mode_select, spc_exec_mode_select},
@@ -73,27 +78,29 @@ static const struct scsi_op op_table[] = {
          spc_pr_out, spc_exec_pr_out},
         {0x5f, 0x06, 10, SCSI_OP_HAS_SA, {0x5f, 0x06, 0xff, 0, 0, B4, 0},
          spc_pr_out, spc_exec_pr_out},
-        {0x88, 0, 16, 0, {0x88, 0x1e, B8, B4, 0x1f, 0}, sbc_read, sbc_exec_rw},
-        {0x89, 0, 16, 0, {0x89, 0x1a, B8, 0, 0, 0, 0xff, 0x1f, 0},
+        {0x88, 0, 16, SCSI_OP_MEDIUM, {0x88, 0x1e, B8, B4, 0x1f, 0}, sbc_read, sbc_exec_rw},
+        {0x89, 0, 16, SCSI_OP_MEDIUM, {0x89, 0x1a, B8, 0, 0, 0, 0xff, 0x1f, 0},
          sbc_compare_and_write, sbc_exec_compare_and_write},
-        {0x8a, 0, 16, 0, {0x8a, 0x1a, B8, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
-        {0x8e, 0, 16, 0, {0x8e, 0x12, B8, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
-        {0x8f, 0, 16, 0, {0x8f, 0x12, B8, B4, 0x1f, 0}, sbc_verify, sbc_exec_verify},
-        {0x90, 0, 16, 0, {0x90, 0x02, B8, B4, 0x1f, 0}, sbc_prefetch, NULL},
-        {0x91, 0, 16, 0, {0x91, 0x06, B8, B4, 0x1f, 0}, sbc_sync_cache, sbc_exec_sync_cache},
-        {0x93, 0, 16, 0, {0x93, 0x09, B8, B4, 0x1f, 0}, sbc_write_same, sbc_exec_write_same},
-        {0x9e, 0x10, 16, SCSI_OP_HAS_SA, {0x9e, 0x10, B8, B4, 0x01, 0},
+        {0x8a, 0, 16, SCSI_OP_MEDIUM, {0x8a, 0x1a, B8, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
+        {0x8e, 0, 16, SCSI_OP_MEDIUM, {0x8e, 0x12, B8, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
+        {0x8f, 0, 16, SCSI_OP_MEDIUM, {0x8f, 0x12, B8, B4, 0x1f, 0}, sbc_verify, sbc_exec_verify},
+        {0x90, 0, 16, SCSI_OP_MEDIUM, {0x90, 0x02, B8, B4, 0x1f, 0}, sbc_prefetch, NULL},
+        {0x91, 0, 16, SCSI_OP_MEDIUM, {0x91, 0x06, B8, B4, 0x1f, 0},
+         sbc_sync_cache, sbc_exec_sync_cache},
+        {0x93, 0, 16, SCSI_OP_MEDIUM, {0x93, 0x09, B8, B4, 0x1f, 0},
+         sbc_write_same, sbc_exec_write_same},
+        {0x9e, 0x10, 16, SCSI_OP_HAS_SA | SCSI_OP_MEDIUM, {0x9e, 0x10, B8, B4, 0x01, 0},
          sbc_read_capacity16, scsi_exec_reply},
-        {0x9e, 0x12, 16, SCSI_OP_HAS_SA, {0x9e, 0x12, B8, B4, 0, 0},
+        {0x9e, 0x12, 16, SCSI_OP_HAS_SA | SCSI_OP_MEDIUM, {0x9e, 0x12, B8, B4, 0, 0},
          sbc_get_lba_status, scsi_exec_reply},
         {0xa0, 0, 12, SCSI_OP_NO_LUN, {0xa0, 0, 0xff, 0, 0, 0, B4, 0, 0},
          spc_report_luns, scsi_exec_reply},
         {0xa3, 0x0c, 12, SCSI_OP_HAS_SA, {0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, B4, 0, 0},
          spc_report_opcodes, scsi_exec_reply},
-        {0xa8, 0, 12, 0, {0xa8, 0x1e, B4, B4, 0x1f, 0}, sbc_read, sbc_exec_rw},
-        {0xaa, 0, 12, 0, {0xaa, 0x1a, B4, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
-        {0xae, 0, 12, 0, {0xae, 0x12, B4, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
-        {0xaf, 0, 12, 0, {0xaf, 0x12, B4, B4, 0x1f, 0}, sbc_verify, sbc_exec_verify},
+        {0xa8, 0, 12, SCSI_OP_MEDIUM, {0xa8, 0x1e, B4, B4, 0x1f, 0}, sbc_read, sbc_exec_rw},
+        {0xaa, 0, 12, SCSI_OP_MEDIUM, {0xaa, 0x1a, B4, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
+        {0xae, 0, 12, SCSI_OP_MEDIUM, {0xae, 0x12, B4, B4, 0x1f, 0}, sbc_write, sbc_exec_rw},
+        {0xaf, 0, 12, SCSI_OP_MEDIUM, {0xaf, 0x12, B4, B4, 0x1f, 0}, sbc_verify, sbc_exec_verify},
 };
 /* clang-format on */
 
@@ -283,6 +290,8 @@ static enum scsi_cmd_state decode(struct scsi_cmd *cmd)
                 return SCSI_CMD_COMPLETE;
         if (cmd->lun && !scsi_pr_check(cmd))
                 return SCSI_CMD_COMPLETE;
+        if (cmd->lun && !scsi_medium_check(cmd))
+                return SCSI_CMD_COMPLETE;
         return op->prepare(cmd);
 }
 
@@ -393,14 +402,12 @@ bool scsi_io_use_iov(struct scsi_cmd *cmd, size_t off, size_t len)
 
 static void caw_spin_lock(struct scsi_lun *lun)
 {
-        while (atomic_exchange_explicit(&lun->caw.lock, 1, memory_order_acquire))
-                while (atomic_load_explicit(&lun->caw.lock, memory_order_relaxed))
-                        ;
+        scsi_spin_lock(&lun->caw.lock);
 }
 
 static void caw_spin_unlock(struct scsi_lun *lun)
 {
-        atomic_store_explicit(&lun->caw.lock, 0, memory_order_release);
+        scsi_spin_unlock(&lun->caw.lock);
 }
 
 /* Runs on the waiter's own reactor once it owns the LU. */
@@ -454,6 +461,38 @@ void scsi_caw_unlock(struct scsi_lun *lun)
                 log_err("scsi: cannot hand COMPARE AND WRITE to its reactor; running inline");
                 caw_resume(next);
         }
+}
+
+/* I_T nexus identity and the LU events of the transport */
+
+void scsi_nexus_of(const struct scsi_cmd *cmd, struct scsi_nexus_id *id)
+{
+        memset(id, 0, sizeof(*id));
+        if (cmd->initiator)
+                snprintf(id->initiator, sizeof(id->initiator), "%s", cmd->initiator);
+        if (cmd->isid)
+                memcpy(id->isid, cmd->isid, sizeof(id->isid));
+}
+
+bool scsi_nexus_eq(const struct scsi_nexus_id *a, const struct scsi_nexus_id *b)
+{
+        return memcmp(a->isid, b->isid, sizeof(a->isid)) == 0 &&
+               strcmp(a->initiator, b->initiator) == 0;
+}
+
+void scsi_lun_reset(struct scsi_lun *lun)
+{
+        scsi_pr_reset(lun);
+        scsi_medium_reset(lun);
+}
+
+void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *initiator, const uint8_t isid[6])
+{
+        struct scsi_cmd tmp = {.initiator = initiator, .isid = isid};
+        struct scsi_nexus_id id;
+        scsi_nexus_of(&tmp, &id);
+        scsi_pr_nexus_lost(lun, &id);
+        scsi_medium_nexus_lost(lun, &id);
 }
 
 /* LU identity and LUN encoding */

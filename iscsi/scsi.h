@@ -30,11 +30,17 @@
  *
  * Threads: a command runs on one reactor. LUs are shared between reactors; the shared
  * mutable state is the LU's COMPARE AND WRITE queue (a spinlock; waiters are resumed on
- * their own reactor with reactor_call()), its reservations (a spinlock) and SWP (atomic).
+ * their own reactor with reactor_call()), its reservations (a spinlock), SWP (atomic) and
+ * its removable medium (a spinlock; whether it is ejected is atomic).
  *
  * Reservations: SPC-2 RESERVE/RELEASE and SPC-4 PERSISTENT RESERVE IN/OUT, keyed by the
  * I_T nexus the caller names in cmd->initiator / cmd->isid. A command the reservations
  * forbid completes at prepare with status RESERVATION CONFLICT, media commands included.
+ *
+ * Removable medium (a LU with 'removable' set): START STOP UNIT with LOEJ ejects and loads
+ * it, PREVENT ALLOW MEDIUM REMOVAL holds it in per I_T nexus, and while it is ejected the
+ * commands that need it complete at prepare with NOT READY, MEDIUM NOT PRESENT. Ejecting
+ * only hides the volume; its data and cache are untouched.
  */
 #ifndef ISERGW_ISCSI_SCSI_H
 #define ISERGW_ISCSI_SCSI_H
@@ -62,8 +68,10 @@ enum {
         SCSI_STATUS_TASK_ABORTED = 0x40,
 };
 
-/* An I_T nexus as the reservation code knows it: initiator port name and ISID. */
-#define SCSI_PR_MAX_REGS 32
+/* An I_T nexus as reservations and medium removal prevention know it: initiator port name
+ * and ISID. */
+#define SCSI_PR_MAX_REGS        32
+#define SCSI_MEDIUM_MAX_PREVENT 32 /* I_T nexuses preventing medium removal at once */
 struct scsi_nexus_id {
         char initiator[224];
         uint8_t isid[6];
@@ -96,6 +104,7 @@ struct scsi_lun {
         bool read_only;
         bool thin;                /* UNMAP and WRITE SAME with UNMAP supported; reads of unmapped
                                      blocks must return zeroes (LBPRZ is reported) */
+        bool removable;           /* RMB: the medium can be ejected and loaded */
         uint32_t max_xfer_blocks; /* Block Limits VPD MAXIMUM TRANSFER LENGTH; 0: no limit */
 
         /* Private to the SCSI layer. SWP of the control mode page (software write protect,
@@ -115,6 +124,15 @@ struct scsi_lun {
                 int holder;   /* index in regs (not for all-registrants types) */
                 struct scsi_pr_reg regs[SCSI_PR_MAX_REGS];
         } pr;
+        /* Removable medium: whether it is ejected, and the I_T nexuses that prevent its
+         * removal (PREVENT ALLOW MEDIUM REMOVAL). Guarded by lock; 'ejected' is also read
+         * without it by every command that needs the medium. */
+        struct {
+                atomic_int lock;
+                atomic_bool ejected;
+                unsigned nprevent; /* used entries at the start of prevent[] */
+                struct scsi_nexus_id prevent[SCSI_MEDIUM_MAX_PREVENT];
+        } medium;
         /* Serialises COMPARE AND WRITE on this LU. */
         struct {
                 atomic_int lock;              /* spinlock over the fields below */
@@ -223,6 +241,9 @@ enum {
         ASC_POWER_ON_RESET = 0x2900,
         ASC_INVALID_RELEASE_OF_PR = 0x2604,
         ASC_INSUFFICIENT_REG_RESOURCES = 0x5504,
+        ASC_INSUFFICIENT_RESOURCES = 0x5503,
+        ASC_MEDIUM_NOT_PRESENT = 0x3a00,
+        ASC_MEDIUM_REMOVAL_PREVENTED = 0x5302,
 };
 
 /* Zeroes cmd and sets the LUN offsets to -1; the caller fills its fields afterwards. */
@@ -244,9 +265,10 @@ void scsi_set_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq);
  * -ENOMEM status BUSY, anything else HARDWARE ERROR / INTERNAL TARGET FAILURE. */
 void scsi_set_io_error(struct scsi_cmd *cmd, int err, bool writing);
 
-/* Reservation events from the transport: a LU reset (LOGICAL UNIT RESET, target reset)
- * releases the SPC-2 reservation; the loss of an I_T nexus (logout, session end)
- * releases the SPC-2 reservation it holds. Persistent reservations survive both. Any
+/* I_T nexus and reset events from the transport. A LU reset (LOGICAL UNIT RESET, target
+ * reset) releases the SPC-2 reservation and ends every prevention of medium removal; the
+ * loss of an I_T nexus (logout, session end) releases the SPC-2 reservation it holds and
+ * ends its prevention. Persistent reservations and the medium's state survive both. Any
  * thread. */
 void scsi_lun_reset(struct scsi_lun *lun);
 void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *initiator, const uint8_t isid[6]);

@@ -1,9 +1,10 @@
-/* scsi_internal: what scsi.c, scsi_spc.c and scsi_sbc.c share and nobody else sees: the
- * command table, limits we advertise, sense and completion helpers, the volume I/O step
- * loop, big-endian field access and iovec copy helpers. */
+/* scsi_internal: what the scsi*.c files share and nobody else sees: the command table,
+ * limits we advertise, sense and completion helpers, the volume I/O step loop, big-endian
+ * field access and iovec copy helpers. */
 #ifndef ISERGW_ISCSI_SCSI_INTERNAL_H
 #define ISERGW_ISCSI_SCSI_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +36,7 @@ enum {
         SCSI_OP_HAS_SA = 1u << 0, /* opcode with service actions: sa identifies the command */
         SCSI_OP_NO_LUN = 1u << 1, /* also valid for a LUN that does not exist */
         SCSI_OP_THIN = 1u << 2,   /* only on thin-provisioned LUs */
+        SCSI_OP_MEDIUM = 1u << 3, /* needs the medium: NOT READY while it is ejected */
 };
 struct scsi_op {
         uint8_t opcode;
@@ -96,19 +98,33 @@ enum scsi_cmd_state spc_inquiry(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_mode_sense(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_mode_select(struct scsi_cmd *cmd);
 void spc_exec_mode_select(struct scsi_cmd *cmd);
-enum scsi_cmd_state spc_start_stop_unit(struct scsi_cmd *cmd);
-enum scsi_cmd_state spc_prevent_allow(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_report_luns(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_report_opcodes(struct scsi_cmd *cmd);
 
+/* The I_T nexus a command comes from, and nexus comparison (scsi.c). */
+void scsi_nexus_of(const struct scsi_cmd *cmd, struct scsi_nexus_id *id);
+bool scsi_nexus_eq(const struct scsi_nexus_id *a, const struct scsi_nexus_id *b);
+
 /* Reservations (scsi_pr.c). scsi_pr_check: true when cmd (decoded to op) may run; else it
- * has completed with RESERVATION CONFLICT. */
+ * has completed with RESERVATION CONFLICT. reset and nexus_lost: the LU events of
+ * scsi_lun_reset() and scsi_lun_nexus_lost(). */
 bool scsi_pr_check(struct scsi_cmd *cmd);
+void scsi_pr_reset(struct scsi_lun *lun);
+void scsi_pr_nexus_lost(struct scsi_lun *lun, const struct scsi_nexus_id *id);
 enum scsi_cmd_state spc_reserve(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_release(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_pr_in(struct scsi_cmd *cmd);
 enum scsi_cmd_state spc_pr_out(struct scsi_cmd *cmd);
 void spc_exec_pr_out(struct scsi_cmd *cmd);
+
+/* Removable medium (scsi_medium.c). scsi_medium_check: true when cmd (decoded to op) may
+ * run; else the medium is ejected and it has completed with NOT READY. */
+bool scsi_medium_check(struct scsi_cmd *cmd);
+bool scsi_medium_ejected(const struct scsi_lun *lun);
+void scsi_medium_reset(struct scsi_lun *lun);
+void scsi_medium_nexus_lost(struct scsi_lun *lun, const struct scsi_nexus_id *id);
+enum scsi_cmd_state sbc_start_stop_unit(struct scsi_cmd *cmd);
+enum scsi_cmd_state sbc_prevent_allow(struct scsi_cmd *cmd);
 
 /* Prepare and execute handlers (scsi_sbc.c) */
 enum scsi_cmd_state sbc_read_capacity10(struct scsi_cmd *cmd);
@@ -209,6 +225,19 @@ static inline enum scsi_cmd_state scsi_check_write_protect(struct scsi_cmd *cmd)
         if (atomic_load_explicit(&cmd->lun->swp, memory_order_relaxed))
                 return scsi_fail(cmd, SK_DATA_PROTECT, ASC_SOFTWARE_WRITE_PROTECTED);
         return SCSI_CMD_READY;
+}
+
+/* The LU's spinlocks (reservations, COMPARE AND WRITE queue, medium): each guards a few
+ * field updates and is never held across anything that may block. */
+static inline void scsi_spin_lock(atomic_int *lock)
+{
+        while (atomic_exchange_explicit(lock, 1, memory_order_acquire))
+                while (atomic_load_explicit(lock, memory_order_relaxed))
+                        ;
+}
+static inline void scsi_spin_unlock(atomic_int *lock)
+{
+        atomic_store_explicit(lock, 0, memory_order_release);
 }
 
 static inline uint32_t min_u32(uint32_t a, uint32_t b)

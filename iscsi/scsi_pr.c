@@ -5,7 +5,7 @@
  *
  * State lives in the LU (struct scsi_lun.pr) under a spinlock; nothing is saved, so APTPL
  * is refused and PTPL_C is reported clear. The SPC-2 reservation ends with its I_T nexus
- * and with LU resets (scsi_lun_nexus_lost, scsi_lun_reset, called by the transport). Not
+ * and with LU resets (scsi_pr_nexus_lost, scsi_pr_reset, from the transport's events). Not
  * implemented: REGISTER AND MOVE, SPEC_I_PT, ALL_TG_PT, unit attentions to other I_T nexuses
  * (RESERVATIONS PREEMPTED / RELEASED, REGISTRATIONS PREEMPTED), and the task abort part of PREEMPT
  * AND ABORT. */
@@ -26,29 +26,12 @@ enum {
 
 static void pr_lock(struct scsi_lun *lun)
 {
-        while (atomic_exchange_explicit(&lun->pr.lock, 1, memory_order_acquire))
-                while (atomic_load_explicit(&lun->pr.lock, memory_order_relaxed))
-                        ;
+        scsi_spin_lock(&lun->pr.lock);
 }
 
 static void pr_unlock(struct scsi_lun *lun)
 {
-        atomic_store_explicit(&lun->pr.lock, 0, memory_order_release);
-}
-
-static void nexus_of(const struct scsi_cmd *cmd, struct scsi_nexus_id *id)
-{
-        memset(id, 0, sizeof(*id));
-        if (cmd->initiator)
-                snprintf(id->initiator, sizeof(id->initiator), "%s", cmd->initiator);
-        if (cmd->isid)
-                memcpy(id->isid, cmd->isid, sizeof(id->isid));
-}
-
-static bool nexus_eq(const struct scsi_nexus_id *a, const struct scsi_nexus_id *b)
-{
-        return memcmp(a->isid, b->isid, sizeof(a->isid)) == 0 &&
-               strcmp(a->initiator, b->initiator) == 0;
+        scsi_spin_unlock(&lun->pr.lock);
 }
 
 static bool type_valid(uint8_t type)
@@ -76,7 +59,7 @@ static bool type_exclusive_access(uint8_t type)
 static int reg_find(const struct scsi_lun *lun, const struct scsi_nexus_id *id)
 {
         for (int i = 0; i < SCSI_PR_MAX_REGS; i++)
-                if (lun->pr.regs[i].used && nexus_eq(&lun->pr.regs[i].id, id))
+                if (lun->pr.regs[i].used && scsi_nexus_eq(&lun->pr.regs[i].id, id))
                         return i;
         return -1;
 }
@@ -188,11 +171,11 @@ bool scsi_pr_check(struct scsi_cmd *cmd)
                 return true;
         uint8_t opcode = cmd->cdb[0];
         struct scsi_nexus_id id;
-        nexus_of(cmd, &id);
+        scsi_nexus_of(cmd, &id);
         bool ok = true;
         pr_lock(lun);
         if (lun->pr.spc2_held) {
-                if (!nexus_eq(&lun->pr.spc2_holder, &id) && !spc2_allowed(opcode))
+                if (!scsi_nexus_eq(&lun->pr.spc2_holder, &id) && !spc2_allowed(opcode))
                         ok = false;
         } else if (lun->pr.held && !pr_always_allowed(opcode) &&
                    !(opcode == 0x9e && (cmd->cdb[1] & 0x1f) == 0x10)) { /* READ CAPACITY 16 */
@@ -211,7 +194,7 @@ bool scsi_pr_check(struct scsi_cmd *cmd)
 
 /* SPC-2 RESERVE / RELEASE */
 
-void scsi_lun_reset(struct scsi_lun *lun)
+void scsi_pr_reset(struct scsi_lun *lun)
 {
         pr_lock(lun);
         lun->pr.spc2_held = false;
@@ -219,13 +202,10 @@ void scsi_lun_reset(struct scsi_lun *lun)
         pr_unlock(lun);
 }
 
-void scsi_lun_nexus_lost(struct scsi_lun *lun, const char *initiator, const uint8_t isid[6])
+void scsi_pr_nexus_lost(struct scsi_lun *lun, const struct scsi_nexus_id *id)
 {
-        struct scsi_cmd tmp = {.initiator = initiator, .isid = isid};
-        struct scsi_nexus_id id;
-        nexus_of(&tmp, &id);
         pr_lock(lun);
-        if (lun->pr.spc2_held && nexus_eq(&lun->pr.spc2_holder, &id)) {
+        if (lun->pr.spc2_held && scsi_nexus_eq(&lun->pr.spc2_holder, id)) {
                 lun->pr.spc2_held = false;
                 pr_update_active(lun);
         }
@@ -236,11 +216,11 @@ enum scsi_cmd_state spc_reserve(struct scsi_cmd *cmd)
 {
         struct scsi_lun *lun = cmd->lun;
         struct scsi_nexus_id id;
-        nexus_of(cmd, &id);
+        scsi_nexus_of(cmd, &id);
         bool ok = true;
         pr_lock(lun);
         bool pr_in_use = !lun->pr.spc2_held && pr_any(lun);
-        if (pr_in_use || (lun->pr.spc2_held && !nexus_eq(&lun->pr.spc2_holder, &id))) {
+        if (pr_in_use || (lun->pr.spc2_held && !scsi_nexus_eq(&lun->pr.spc2_holder, &id))) {
                 ok = false;
         } else {
                 lun->pr.spc2_held = true;
@@ -259,12 +239,12 @@ enum scsi_cmd_state spc_release(struct scsi_cmd *cmd)
 {
         struct scsi_lun *lun = cmd->lun;
         struct scsi_nexus_id id;
-        nexus_of(cmd, &id);
+        scsi_nexus_of(cmd, &id);
         bool ok = true;
         pr_lock(lun);
         if (!lun->pr.spc2_held && (lun->pr.held || pr_any(lun))) {
                 ok = false; /* persistent reservations in use */
-        } else if (lun->pr.spc2_held && nexus_eq(&lun->pr.spc2_holder, &id)) {
+        } else if (lun->pr.spc2_held && scsi_nexus_eq(&lun->pr.spc2_holder, &id)) {
                 lun->pr.spc2_held = false;
                 pr_update_active(lun);
         }
@@ -399,8 +379,8 @@ static uint8_t pr_out_locked(struct scsi_cmd *cmd, const uint8_t *p)
         uint8_t sa = cmd->cdb[1] & 0x1f, type = cmd->cdb[2] & 0x0f;
         uint64_t key = get_be64(&p[0]), sark = get_be64(&p[8]);
         struct scsi_nexus_id id;
-        nexus_of(cmd, &id);
-        if (lun->pr.spc2_held && !nexus_eq(&lun->pr.spc2_holder, &id))
+        scsi_nexus_of(cmd, &id);
+        if (lun->pr.spc2_held && !scsi_nexus_eq(&lun->pr.spc2_holder, &id))
                 return SCSI_STATUS_RESERVATION_CONFLICT;
         int self = reg_find(lun, &id);
 

@@ -1,8 +1,8 @@
 /* scsi_spc: the SPC-4 commands of a block LU that need no media I/O: TEST UNIT READY,
  * INQUIRY (standard data and VPD pages), MODE SENSE / MODE SELECT (caching, control and
- * informational exceptions pages), REPORT LUNS, REQUEST SENSE, START STOP UNIT, PREVENT
- * ALLOW MEDIUM REMOVAL and REPORT SUPPORTED OPERATION CODES. Responses are built whole at
- * prepare time and copied to the caller's buffers by execute. */
+ * informational exceptions pages), REPORT LUNS, REQUEST SENSE and REPORT SUPPORTED
+ * OPERATION CODES. Responses are built whole at prepare time and copied to the caller's
+ * buffers by execute. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,19 +32,9 @@ enum scsi_cmd_state spc_test_unit_ready(struct scsi_cmd *cmd)
         return scsi_good(cmd);
 }
 
-/* Not removable and always spinning: accepting these is all there is to do. */
-enum scsi_cmd_state spc_start_stop_unit(struct scsi_cmd *cmd)
-{
-        return scsi_good(cmd);
-}
-
-enum scsi_cmd_state spc_prevent_allow(struct scsi_cmd *cmd)
-{
-        return scsi_good(cmd);
-}
-
 /* Sense is always delivered with the failing command (autosense), so nothing is pending:
- * NO SENSE, or LOGICAL UNIT NOT SUPPORTED for a LUN that does not exist, as SPC-4 asks. */
+ * NO SENSE, or, as SPC-4 asks, what keeps the LU from working: LOGICAL UNIT NOT SUPPORTED
+ * for a LUN that does not exist, NOT READY / MEDIUM NOT PRESENT while the medium is out. */
 enum scsi_cmd_state spc_request_sense(struct scsi_cmd *cmd)
 {
         uint8_t *b = calloc(1, 18);
@@ -54,6 +44,9 @@ enum scsi_cmd_state spc_request_sense(struct scsi_cmd *cmd)
                 if (!cmd->lun) {
                         b[2] = SK_ILLEGAL_REQUEST;
                         b[12] = (uint8_t)(ASC_LUN_NOT_SUPPORTED >> 8);
+                } else if (scsi_medium_ejected(cmd->lun)) {
+                        b[2] = SK_NOT_READY;
+                        b[12] = (uint8_t)(ASC_MEDIUM_NOT_PRESENT >> 8);
                 }
         }
         return scsi_reply(cmd, b, 18, cmd->cdb[4]);
@@ -63,11 +56,12 @@ enum scsi_cmd_state spc_request_sense(struct scsi_cmd *cmd)
 
 static uint32_t inquiry_standard(const struct scsi_lun *lun, uint8_t *b)
 {
-        b[0] = lun ? 0x00 : 0x7f; /* direct access; or qualifier 3, type 1Fh */
-        b[2] = 0x06;              /* SPC-4 */
-        b[3] = 0x12;              /* HISUP, RESPONSE DATA FORMAT 2 */
-        b[4] = 74 - 5;            /* additional length */
-        b[7] = 0x02;              /* CMDQUE */
+        b[0] = lun ? 0x00 : 0x7f;                /* direct access; or qualifier 3, type 1Fh */
+        b[1] = lun && lun->removable ? 0x80 : 0; /* RMB */
+        b[2] = 0x06;                             /* SPC-4 */
+        b[3] = 0x12;                             /* HISUP, RESPONSE DATA FORMAT 2 */
+        b[4] = 74 - 5;                           /* additional length */
+        b[7] = 0x02;                             /* CMDQUE */
         put_ascii(&b[8], lun ? lun->vendor : "ISERGW", 8);
         put_ascii(&b[16], lun ? lun->product : "", 16);
         put_ascii(&b[32], lun ? lun->revision : "", 4);

@@ -150,6 +150,7 @@ static const struct key_def lun_keys[] = {
     KEY(struct config_lun, read_only, "read_only", K_BOOL, 0, 0),
     KEY(struct config_lun, write_cache, "write_cache", K_BOOL, 0, 0),
     KEY(struct config_lun, thin, "thin", K_BOOL, 0, 0),
+    KEY(struct config_lun, removable, "removable", K_BOOL, 0, 0),
     {0},
 };
 

@@ -70,6 +70,7 @@ struct config_lun {
         bool read_only;
         bool write_cache; /* write-back (acknowledged from cache); no: write-through */
         bool thin;        /* UNMAP / WRITE SAME with UNMAP allowed */
+        bool removable;   /* removable medium (RMB): START STOP UNIT ejects and loads it */
         unsigned line;
 };
 

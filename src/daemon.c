@@ -220,6 +220,7 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         s->write_cache = l->write_cache;
         s->read_only = l->read_only;
         s->thin = l->thin;
+        s->removable = l->removable;
         s->max_xfer_blocks = (uint32_t)((16u << 20) / l->block_size);
         scsi_lun_init_identity(s, t->name, l->number);
         if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)

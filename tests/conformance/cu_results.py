@@ -2,8 +2,9 @@
 
 isergw is measured in more than one configuration (tests/conformance/runs.sh): the main run
 of every test on a LU with 512-byte blocks, and a shorter run of the suites that depend on
-the physical block size on a LU with 512-byte logical and 4096-byte physical blocks. Some
-tests skip themselves on one LU and run on the other, so the project's lists
+the physical block size or on a removable medium, on a LU with 512-byte logical and
+4096-byte physical blocks and a removable medium. Some tests skip themselves on one LU and
+run on the other, so the project's lists
 (expected-pass.txt, skipped.txt) are judged against the combination:
 
   * a test fails if it failed in any run,

@@ -612,6 +612,23 @@ Test(config, physical_block_size)
         config_free(cfg);
 }
 
+Test(config, removable)
+{
+        struct config *cfg = load_ok(BASE "removable = yes\n");
+        cr_assert(cfg->targets[0].luns[0].removable);
+        config_free(cfg);
+        cfg = load_ok(BASE "removable = no\n");
+        cr_assert_not(cfg->targets[0].luns[0].removable);
+        config_free(cfg);
+        cfg = load_ok(BASE);
+        cr_assert_not(cfg->targets[0].luns[0].removable, "defaults to no");
+        config_free(cfg);
+        expect_error(BASE "removable = ejectable\n",
+                     "t.conf:7: bad value 'ejectable' for removable (yes or no)");
+        expect_error(PORTAL TARGET "removable = yes\n",
+                     "t.conf:4: unknown key 'removable' in [target]"); /* a LUN key */
+}
+
 Test(config_error, physical_block_size)
 {
         const char *const bad[] = {"1024", "2048", "8192", "0", "-512", "4097", "huge"};

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,7 +229,8 @@ static void gather(struct run *r)
 
 /* Prepares and executes; data-out is min(edtl, data_out_len) bytes of out. Does not wait
  * for deferred completions. */
-static const char *nexus_name; /* the I_T nexus commands come from (NULL: anonymous) */
+static const char *nexus_name;    /* the I_T nexus commands come from (NULL: anonymous) */
+static const uint8_t *nexus_isid; /* and its ISID (NULL: none) */
 
 static struct run *run_start(struct scsi_lun *l, const uint8_t *cdb, uint32_t edtl, const void *out,
                              size_t chunk)
@@ -236,6 +238,7 @@ static struct run *run_start(struct scsi_lun *l, const uint8_t *cdb, uint32_t ed
         struct run *r = calloc(1, sizeof(*r));
         scsi_cmd_init(&r->cmd);
         r->cmd.initiator = nexus_name;
+        r->cmd.isid = nexus_isid;
         r->cmd.lun = l;
         r->cmd.lun_number = l ? l->lun : 7;
         memcpy(r->cmd.cdb, cdb, 16);
@@ -1253,19 +1256,48 @@ Test(scsi, prefetch)
         run_free(r);
 }
 
-Test(scsi, start_stop_and_prevent_allow)
+/* START STOP UNIT byte 4: POWER CONDITION << 4 | NO_FLUSH 0x04 | LOEJ 0x02 | START 0x01 */
+#define SSU_EJECT 0x02
+#define SSU_LOAD  0x03
+
+static struct cdb start_stop(uint8_t b4)
 {
-        struct cdb c = {{0x1b, 0x01, 0, 0, 0x01}};
+        return (struct cdb){{0x1b, 0x01 /* IMMED */, 0, 0, b4}};
+}
+
+static struct cdb prevent_allow(uint8_t prevent)
+{
+        return (struct cdb){{0x1e, 0, 0, 0, prevent}};
+}
+
+static uint8_t status_on(const struct cdb c)
+{
         struct run *r = run(c.b, 0, NULL);
+        uint8_t st = r->cmd.status;
+        run_free(r);
+        return st;
+}
+
+/* A LU that is not removable accepts both commands and changes nothing: LOEJ ejects
+ * nothing, PREVENT (any value) holds nothing, and the medium is always there. */
+Test(scsi, start_stop_and_prevent_allow_not_removable)
+{
+        const uint8_t b4[] = {0x01, 0x00, SSU_EJECT, SSU_LOAD, SSU_EJECT | 0x04, 0x10 | SSU_EJECT};
+        for (size_t i = 0; i < sizeof(b4); i++) {
+                cr_assert_eq(status_on(start_stop(b4[i])), SCSI_STATUS_GOOD, "byte 4 0x%02x",
+                             b4[i]);
+                cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_GOOD, "still ready");
+        }
+        for (uint8_t prevent = 0; prevent < 4; prevent++)
+                cr_assert_eq(status_on(prevent_allow(prevent)), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_on(start_stop(SSU_EJECT)), SCSI_STATUS_GOOD, "nothing prevented");
+        struct cdb c = cdb10(0x28, 0, 0, 1);
+        struct run *r = run(c.b, BS, NULL);
         assert_good(r);
         run_free(r);
-        c = (struct cdb){{0x1e, 0, 0, 0, 0x01}};
-        r = run(c.b, 0, NULL);
-        assert_good(r);
-        run_free(r);
-        c = (struct cdb){{0x1e, 0, 0, 0, 0x00}};
-        r = run(c.b, 0, NULL);
-        assert_good(r);
+        c = inquiry(false, 0, 96);
+        r = run(c.b, 96, NULL);
+        cr_assert_eq(r->in[1], 0, "RMB 0");
         run_free(r);
 }
 
@@ -1747,6 +1779,244 @@ Test(scsi, spc2_reserve_release)
         cr_assert_eq(prout(INI_A, 0, 0, 0xa, 0, 0, NULL), SCSI_STATUS_GOOD);
         cr_assert_eq(status_of(INI_B, res6, 0, NULL), SCSI_STATUS_GOOD);
         scsi_lun_reset(&lun);
+}
+
+/* ---------------- removable medium ---------------- */
+
+static void assert_no_medium(const struct run *r)
+{
+        assert_sense(r, SK_NOT_READY, ASC_MEDIUM_NOT_PRESENT);
+}
+
+static uint64_t volume_ios(void)
+{
+        uint64_t n = 0;
+        for (size_t i = 0; i < sizeof(mem->count) / sizeof(mem->count[0]); i++)
+                n += mem->count[i];
+        return n;
+}
+
+/* Every command that needs the medium, with its data-out (if any) and EDTL. */
+struct medium_cmd {
+        struct cdb c;
+        uint32_t edtl;
+};
+
+static unsigned medium_cmds(struct medium_cmd *m)
+{
+        unsigned n = 0;
+        m[n++] = (struct medium_cmd){{{0x00}}, 0}; /* TEST UNIT READY */
+        m[n++] = (struct medium_cmd){cdb6(0x08, 0, 1), BS};
+        m[n++] = (struct medium_cmd){cdb6(0x0a, 0, 1), BS};
+        const uint8_t ten[] = {0x28, 0x2a, 0x2e, 0x34, 0x35, 0x41};
+        for (size_t i = 0; i < sizeof(ten); i++)
+                m[n++] = (struct medium_cmd){cdb10(ten[i], 0, 0, 1), BS};
+        m[n++] = (struct medium_cmd){cdb10(0x2f, 0x02, 0, 1), BS};       /* VERIFY, BYTCHK */
+        m[n++] = (struct medium_cmd){cdb10(0x28, 0, NUM_BLOCKS, 1), BS}; /* beyond the end */
+        const uint8_t twelve[] = {0xa8, 0xaa, 0xae};
+        for (size_t i = 0; i < sizeof(twelve); i++)
+                m[n++] = (struct medium_cmd){cdb12(twelve[i], 0, 0, 1), BS};
+        m[n++] = (struct medium_cmd){cdb12(0xaf, 0x02, 0, 1), BS};
+        const uint8_t sixteen[] = {0x88, 0x8a, 0x8e, 0x90, 0x91, 0x93};
+        for (size_t i = 0; i < sizeof(sixteen); i++)
+                m[n++] = (struct medium_cmd){cdb16(sixteen[i], 0, 0, 1), BS};
+        m[n++] = (struct medium_cmd){cdb16(0x8f, 0x02, 0, 1), BS};
+        m[n++] = (struct medium_cmd){{{0x25}}, 8};                  /* READ CAPACITY(10) */
+        m[n++] = (struct medium_cmd){cdb16(0x9e, 0x10, 0, 32), 32}; /* READ CAPACITY(16) */
+        m[n++] = (struct medium_cmd){cdb16(0x9e, 0x12, 0, 24), 24}; /* GET LBA STATUS */
+        m[n++] = (struct medium_cmd){cdb10(0x42, 0, 0, 24), 24};    /* UNMAP */
+        struct cdb caw = {{0x89}};
+        caw.b[13] = 1;
+        m[n++] = (struct medium_cmd){caw, 2 * BS};
+        return n;
+}
+
+/* Ejected: every command that needs the medium is NOT READY, MEDIUM NOT PRESENT (before
+ * any other check, and without touching the volume); the others still work. Loaded again:
+ * the same data is there. */
+Test(scsi, removable_eject_and_load)
+{
+        fill_lun();
+        lun.removable = true;
+        struct cdb c = inquiry(false, 0, 96);
+        struct run *r = run(c.b, 96, NULL);
+        cr_assert_eq(r->in[1], 0x80, "RMB");
+        run_free(r);
+
+        cr_assert_eq(status_on(start_stop(SSU_EJECT)), SCSI_STATUS_GOOD);
+        struct medium_cmd m[40];
+        unsigned n = medium_cmds(m);
+        uint8_t *out = pattern(2 * BS, 3);
+        uint64_t ios = volume_ios();
+        for (unsigned i = 0; i < n; i++) {
+                r = run(m[i].c.b, m[i].edtl, out);
+                cr_assert_eq(r->prep, SCSI_CMD_COMPLETE, "opcode 0x%02x", m[i].c.b[0]);
+                assert_no_medium(r);
+                run_free(r);
+        }
+        cr_assert_eq(volume_ios(), ios, "no I/O reaches the volume");
+
+        const struct cdb fine[] = {inquiry(false, 0, 96),
+                                   inquiry(true, 0x83, 512),
+                                   {{0x1a, 0, 0x3f, 0, 255}},           /* MODE SENSE(6) */
+                                   {{0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0}}, /* REPORT LUNS */
+                                   {{0x16}},
+                                   {{0x17}}, /* RESERVE, RELEASE */
+                                   prevent_allow(0),
+                                   start_stop(0x01)};
+        for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+                r = run(fine[i].b, 512, NULL);
+                assert_good(r);
+                run_free(r);
+        }
+        c = (struct cdb){{0x03, 0, 0, 0, 18}}; /* REQUEST SENSE: says why */
+        r = run(c.b, 18, NULL);
+        assert_good(r);
+        cr_assert_eq(r->in[2], SK_NOT_READY);
+        cr_assert_eq(r->in[12] << 8 | r->in[13], ASC_MEDIUM_NOT_PRESENT);
+        run_free(r);
+        cr_assert_eq(status_on(start_stop(SSU_EJECT)), SCSI_STATUS_GOOD, "ejecting again");
+        cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_CHECK_CONDITION);
+
+        cr_assert_eq(status_on(start_stop(SSU_LOAD)), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_on(start_stop(SSU_LOAD)), SCSI_STATUS_GOOD, "loading again");
+        cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_GOOD);
+        c = cdb10(0x28, 0, 3, 2);
+        r = run(c.b, 2 * BS, NULL);
+        assert_good(r);
+        cr_assert_arr_eq(r->in, mem->bytes + 3 * BS, 2 * BS);
+        run_free(r);
+        c = (struct cdb){{0x03, 0, 0, 0, 18}};
+        r = run(c.b, 18, NULL);
+        cr_assert_eq(r->in[2], SK_NO_SENSE);
+        run_free(r);
+        free(out);
+}
+
+/* Only LOEJ moves the medium, and not with a POWER CONDITION; NO_FLUSH changes nothing. */
+Test(scsi, removable_start_stop_fields)
+{
+        lun.removable = true;
+        const uint8_t stay[] = {0x00, 0x01, 0x04, 0x05};
+        for (size_t i = 0; i < sizeof(stay); i++) {
+                cr_assert_eq(status_on(start_stop(stay[i])), SCSI_STATUS_GOOD);
+                cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_GOOD,
+                             "byte 4 0x%02x: still loaded", stay[i]);
+        }
+        for (uint8_t pc = 1; pc < 16; pc++) {
+                cr_assert_eq(status_on(start_stop((uint8_t)(pc << 4 | SSU_EJECT))),
+                             SCSI_STATUS_GOOD);
+                cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_GOOD,
+                             "POWER CONDITION %u: not ejected", pc);
+        }
+        cr_assert_eq(status_on(start_stop(0x04 | SSU_EJECT)), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_CHECK_CONDITION, "NO_FLUSH");
+        cr_assert_eq(status_on(start_stop(0x04 | SSU_LOAD)), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_on((struct cdb){{0x00}}), SCSI_STATUS_GOOD);
+        struct cdb c = start_stop(SSU_EJECT);
+        c.b[4] |= 0x08; /* reserved */
+        struct run *r = run(c.b, 0, NULL);
+        assert_invalid_cdb(r, 4, 3);
+        run_free(r);
+}
+
+static struct run *as_isid(const char *ini, const uint8_t *isid, struct cdb c)
+{
+        nexus_isid = isid;
+        struct run *r = as(ini, c, 0, NULL);
+        nexus_isid = NULL;
+        return r;
+}
+
+static void assert_removal_prevented(const char *ini, uint8_t b4)
+{
+        struct run *r = as(ini, start_stop(b4), 0, NULL);
+        assert_sense(r, SK_ILLEGAL_REQUEST, ASC_MEDIUM_REMOVAL_PREVENTED);
+        run_free(r);
+}
+
+/* PREVENT holds the medium in for every nexus while any nexus prevents; loading is refused
+ * too. Each nexus (initiator and ISID) prevents and allows for itself only. */
+Test(scsi, removable_prevent_allow)
+{
+        lun.removable = true;
+        cr_assert_eq(status_of(INI_A, prevent_allow(1), 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, prevent_allow(1), 0, NULL), SCSI_STATUS_GOOD, "again");
+        assert_removal_prevented(INI_A, SSU_EJECT);
+        assert_removal_prevented(INI_B, SSU_EJECT);
+        assert_removal_prevented(INI_A, SSU_LOAD);
+        cr_assert_eq(status_of(INI_B, (struct cdb){{0x00}}, 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, prevent_allow(0), 0, NULL), SCSI_STATUS_GOOD);
+        assert_removal_prevented(INI_B, SSU_EJECT);
+        cr_assert_eq(status_of(INI_A, prevent_allow(0), 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, start_stop(SSU_EJECT), 0, NULL), SCSI_STATUS_GOOD,
+                     "one ALLOW ends any number of PREVENTs of its nexus");
+
+        /* Ejected and prevented: the medium cannot come back either. */
+        cr_assert_eq(status_of(INI_A, prevent_allow(1), 0, NULL), SCSI_STATUS_GOOD);
+        assert_removal_prevented(INI_B, SSU_LOAD);
+        const uint8_t isid1[6] = {0x80, 1, 2, 3, 0, 0}, isid2[6] = {0x80, 1, 2, 3, 0, 1};
+        struct run *r = as_isid(INI_B, isid1, prevent_allow(1));
+        assert_good(r);
+        run_free(r);
+        cr_assert_eq(status_of(INI_A, prevent_allow(0), 0, NULL), SCSI_STATUS_GOOD);
+        r = as_isid(INI_B, isid2, prevent_allow(0)); /* another nexus of the same initiator */
+        assert_good(r);
+        run_free(r);
+        assert_removal_prevented(INI_A, SSU_LOAD);
+        r = as_isid(INI_B, isid1, prevent_allow(0));
+        assert_good(r);
+        run_free(r);
+        cr_assert_eq(status_of(INI_A, start_stop(SSU_LOAD), 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, (struct cdb){{0x00}}, 0, NULL), SCSI_STATUS_GOOD);
+
+        for (uint8_t prevent = 2; prevent < 4; prevent++) { /* MMC's persistent prevention */
+                r = as(INI_A, prevent_allow(prevent), 0, NULL);
+                assert_invalid_cdb(r, 4, 1);
+                run_free(r);
+        }
+        cr_assert_eq(status_of(INI_A, start_stop(SSU_EJECT), 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_A, start_stop(SSU_LOAD), 0, NULL), SCSI_STATUS_GOOD);
+}
+
+/* A prevention ends with its I_T nexus and with a LU reset; the medium stays where it is. */
+Test(scsi, removable_prevention_ends_with_nexus_loss_and_reset)
+{
+        lun.removable = true;
+        const uint8_t isid[6] = {0x80, 9, 9, 9, 0, 0};
+        struct run *r = as_isid(INI_A, isid, prevent_allow(1));
+        assert_good(r);
+        run_free(r);
+        scsi_lun_nexus_lost(&lun, INI_A, (const uint8_t[6]){0}); /* another ISID */
+        scsi_lun_nexus_lost(&lun, INI_B, isid);
+        assert_removal_prevented(INI_B, SSU_EJECT);
+        scsi_lun_nexus_lost(&lun, INI_A, isid);
+        cr_assert_eq(status_of(INI_B, start_stop(SSU_EJECT), 0, NULL), SCSI_STATUS_GOOD);
+
+        cr_assert_eq(status_of(INI_A, prevent_allow(1), 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(INI_B, prevent_allow(1), 0, NULL), SCSI_STATUS_GOOD);
+        scsi_lun_reset(&lun);
+        cr_assert_eq(status_of(INI_A, (struct cdb){{0x00}}, 0, NULL), SCSI_STATUS_CHECK_CONDITION,
+                     "a reset loads nothing");
+        cr_assert_eq(status_of(INI_B, start_stop(SSU_LOAD), 0, NULL), SCSI_STATUS_GOOD);
+
+        /* Room for SCSI_MEDIUM_MAX_PREVENT nexuses; one more is refused, and no more. */
+        char names[SCSI_MEDIUM_MAX_PREVENT + 1][64];
+        for (int i = 0; i <= SCSI_MEDIUM_MAX_PREVENT; i++) {
+                snprintf(names[i], sizeof(names[i]), "iqn.2026-11.io.isergw:n%d", i);
+                uint8_t st = status_of(names[i], prevent_allow(1), 0, NULL);
+                cr_assert_eq(st, i < SCSI_MEDIUM_MAX_PREVENT ? SCSI_STATUS_GOOD
+                                                             : SCSI_STATUS_CHECK_CONDITION);
+        }
+        r = as(names[SCSI_MEDIUM_MAX_PREVENT], prevent_allow(1), 0, NULL);
+        assert_sense(r, SK_ILLEGAL_REQUEST, ASC_INSUFFICIENT_RESOURCES);
+        run_free(r);
+        cr_assert_eq(status_of(names[0], prevent_allow(0), 0, NULL), SCSI_STATUS_GOOD);
+        cr_assert_eq(status_of(names[SCSI_MEDIUM_MAX_PREVENT], prevent_allow(1), 0, NULL),
+                     SCSI_STATUS_GOOD, "room again");
+        assert_removal_prevented(names[0], SSU_EJECT);
+        scsi_lun_reset(&lun);
+        cr_assert_eq(status_of(names[0], start_stop(SSU_EJECT), 0, NULL), SCSI_STATUS_GOOD);
 }
 
 /* ---------------- REPORT LUNS ---------------- */
