@@ -188,7 +188,7 @@ meta = {
               + ", CMAKE_BUILD_TYPE=${build_type:-(none)}",
     "isergw_config": "tests/integration/lib.sh config: 1 GiB LUN 0, 512-byte blocks, "
                      "2 reactors, 64M cache pool, everything else default; the second run "
-                     "adds physical_block_size = 4096 (tests/conformance/runs.sh)",
+                     "adds physical_block_size = 4096 and removable = yes (tests/conformance/runs.sh)",
     "tgt_config": "scripts/lib-tgt.sh: tgtd -f --iscsi portal=127.0.0.1:PORT, LUN 1 "
                   "--bstype rdwr --blocksize 512, initiator-address ALL",
     "reproduce": "cmake -S . -B $build_rel $build_flags && cmake --build $build_rel\n"

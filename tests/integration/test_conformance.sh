@@ -1,8 +1,8 @@
 #!/bin/bash
 # libiscsi's conformance suite (iscsi-test-cu) against the daemon, in the LU configurations
 # of tests/conformance/runs.sh: every test on a LU with 512-byte blocks ("main"), then the
-# suites that depend on the physical block size on a LU with 4096-byte physical blocks
-# ("pbs4k"). Combined (a test passes if it passed in either run), every test in
+# suites that depend on the physical block size or on removable media on a removable LU with
+# 4096-byte physical blocks ("pbs4k"). Combined (a test passes if it passed in either run), every test in
 # tests/conformance/expected-pass.txt passes, no test fails, and every test that skipped
 # itself in both is in tests/conformance/skipped.txt (with its reason). A test in neither
 # list fails this, so the lists only grow. Prints "conformance: N passed, M failed, K skipped".
