@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the caller
 # The LU configurations isergw is measured in, for tests/integration/test_conformance.sh and
-# scripts/conformance-compare.sh (sourced by both, so that CI and docs/conformance.md run the
+# tests/conformance/compare.sh (sourced by both, so that CI and docs/conformance.md run the
 # same). expected-pass.txt and skipped.txt are judged against the two runs combined
 # (cu_results.py): a test passes if it passed in either, and fails if it failed in either.
 #

@@ -4,7 +4,7 @@
 # docs/conformance.md: totals side by side, the tests whose results differ, isergw's skips
 # with their reasons, the machine and the versions.
 #
-#   scripts/conformance-compare.sh [-o DOC]
+#   tests/conformance/compare.sh [-o DOC]
 #
 # DOC defaults to docs/conformance.md. Needs an isergw build (BIN, default build/bin; e.g.
 # `cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DISERGW_TESTS=ON && cmake --build build`),
@@ -21,7 +21,7 @@
 # logs are kept in the directory printed at the end (CMP_OUT to choose it). CU_TIMEOUT
 # bounds each run. TGT_CTL sets tgtd's management channel number (-C; default: the port).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DOC="$ROOT/docs/conformance.md"
 while getopts "o:h" opt; do
 	case $opt in
@@ -53,11 +53,11 @@ done
 
 # lib.sh: TMP, free_port, write_config, start_daemon, stop_daemon and an EXIT trap that stops
 # the daemon and removes TMP. lib-tgt.sh: tgt_start, tgt_stop.
-# shellcheck source=../tests/integration/lib.sh
+# shellcheck source=../integration/lib.sh
 source "$ROOT/tests/integration/lib.sh"
 # shellcheck source=lib-tgt.sh
 source "$ROOT/scripts/lib-tgt.sh"
-# shellcheck source=../tests/conformance/runs.sh
+# shellcheck source=runs.sh
 source "$ROOT/tests/conformance/runs.sh"
 
 OUT=${CMP_OUT:-$(mktemp -d /tmp/isergw-conformance.XXXXXX)}
@@ -192,7 +192,7 @@ meta = {
     "tgt_config": "scripts/lib-tgt.sh: tgtd -f --iscsi portal=127.0.0.1:PORT, LUN 1 "
                   "--bstype rdwr --blocksize 512, initiator-address ALL",
     "reproduce": "cmake -S . -B $build_rel $build_flags && cmake --build $build_rel\n"
-                 "BIN=$build_rel/bin scripts/conformance-compare.sh    # writes docs/conformance.md",
+                 "BIN=$build_rel/bin tests/conformance/compare.sh    # writes docs/conformance.md",
     "tgt_cmd": open("$OUT/tgt/cu.cmd").read().strip(),
     "isergw_cmd": open("$OUT/isergw/cu.cmd").read().strip(),
     "isergw_pbs4k_cmd": open("$OUT/isergw-pbs4k/cu.cmd").read().strip(),
