@@ -42,6 +42,9 @@ struct backend *backend_file_open(const char *path, uint64_t size, bool create);
 
 /* A LUN of a remote iSCSI target (libiscsi), url "iscsi://HOST[:PORT]/IQN/LUN". Its session
  * lives on reactor home; it logs in before returning (NULL and a log line if it cannot). */
+/* url ("iscsi://user%secret@host/...") without the credentials, for logs and status. */
+void backend_iscsi_display_url(const char *url, char *buf, size_t len);
+
 struct backend *backend_iscsi_open(const char *url, const char *initiator_name,
                                    struct reactor *home);
 /* The remote LU's logical block size: every offset and length submitted is a multiple of it. */

@@ -1248,8 +1248,7 @@ static int probe_lu(struct backend_iscsi *be)
         return be->zeroes ? 0 : -1;
 }
 
-/* "iscsi://user%secret@host/..." without the credentials, for logs and status. */
-static void url_for_display(const char *url, char *buf, size_t len)
+void backend_iscsi_display_url(const char *url, char *buf, size_t len)
 {
         const char *rest = strncmp(url, "iscsi://", 8) == 0 ? url + 8 : url;
         const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
@@ -1308,7 +1307,7 @@ static struct backend_iscsi *alloc_backend(const char *url, const char *initiato
                 return NULL;
         be->base.ops = &iscsi_ops;
         char shown[PATH_MAX];
-        url_for_display(url, shown, sizeof(shown));
+        backend_iscsi_display_url(url, shown, sizeof(shown));
         /* base.name may be cut short; display keeps it whole. */
         memcpy(be->base.name, shown, strnlen(shown, sizeof(be->base.name) - 1));
         be->display = strdup(shown);

@@ -161,17 +161,6 @@ static int wrap_fault_injection(struct daemon_lun *dl)
         return 0;
 }
 
-/* "iscsi://user%secret@host/..." without the credentials, for logs and status. */
-static void url_for_display(const char *url, char *buf, size_t len)
-{
-        const char *rest = strncmp(url, "iscsi://", 8) == 0 ? url + 8 : url;
-        const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
-        if (at && (!slash || at < slash))
-                snprintf(buf, len, "iscsi://%s", at + 1);
-        else
-                snprintf(buf, len, "%s", url);
-}
-
 /* The LUN's backend; LUNs of remote targets spread their sessions over the reactors. */
 static struct backend *open_backend(struct daemon *d, const struct config_lun *l, unsigned index)
 {
@@ -226,7 +215,10 @@ static int open_lun(struct daemon *d, const struct config_target *t, const struc
         if (iscsi_gw_add_lun(d->gw, t->name, s) < 0)
                 return -1;
         char where[PATH_MAX];
-        url_for_display(l->path ? l->path : l->url, where, sizeof(where));
+        if (l->path)
+                snprintf(where, sizeof(where), "%s", l->path);
+        else
+                backend_iscsi_display_url(l->url, where, sizeof(where));
         log_info("target %s LUN %u: %s, %llu blocks of %u bytes (physical %u)%s", t->name,
                  l->number, where, (unsigned long long)s->num_blocks, l->block_size,
                  l->physical_block_size, l->read_only ? ", read-only" : "");
@@ -319,7 +311,7 @@ static json_t *backend_json(const struct daemon_lun *l)
                               (json_int_t)st.errors, "reconnects", (json_int_t)st.reconnects);
         if (l->conf->backend == CONFIG_BACKEND_ISCSI) {
                 char url[PATH_MAX];
-                url_for_display(l->conf->url, url, sizeof(url));
+                backend_iscsi_display_url(l->conf->url, url, sizeof(url));
                 json_object_set_new(b, "url", json_string(url));
         } else {
                 json_object_set_new(b, "path", json_string(l->conf->path));
