@@ -63,7 +63,8 @@ static void complete_io(struct volume_io *io, int result, struct reactor *here)
 
 /* ---------------- iovec copies ---------------- */
 
-static void copy_to_iov(const struct volume_io *io, uint64_t pos, const uint8_t *src, size_t n)
+/* Copies n bytes between buf and io's data at byte pos: into the iovec when to_iov. */
+static void iov_copy(const struct volume_io *io, uint64_t pos, uint8_t *buf, size_t n, bool to_iov)
 {
         for (int i = 0; i < io->iovcnt && n; i++) {
                 size_t len = io->iov[i].iov_len;
@@ -72,27 +73,22 @@ static void copy_to_iov(const struct volume_io *io, uint64_t pos, const uint8_t 
                         continue;
                 }
                 size_t take = len - pos < n ? len - pos : n;
-                memcpy((uint8_t *)io->iov[i].iov_base + pos, src, take);
-                src += take;
+                uint8_t *at = (uint8_t *)io->iov[i].iov_base + pos;
+                memcpy(to_iov ? at : buf, to_iov ? buf : at, take);
+                buf += take;
                 n -= take;
                 pos = 0;
         }
 }
 
+static void copy_to_iov(const struct volume_io *io, uint64_t pos, const uint8_t *src, size_t n)
+{
+        iov_copy(io, pos, (uint8_t *)src, n, true);
+}
+
 static void copy_from_iov(uint8_t *dst, const struct volume_io *io, uint64_t pos, size_t n)
 {
-        for (int i = 0; i < io->iovcnt && n; i++) {
-                size_t len = io->iov[i].iov_len;
-                if (pos >= len) {
-                        pos -= len;
-                        continue;
-                }
-                size_t take = len - pos < n ? len - pos : n;
-                memcpy(dst, (const uint8_t *)io->iov[i].iov_base + pos, take);
-                dst += take;
-                n -= take;
-                pos = 0;
-        }
+        iov_copy(io, pos, dst, n, false);
 }
 
 /* ---------------- index, queues, ghosts ---------------- */
@@ -388,6 +384,8 @@ static bool write_may_proceed(struct cache *c, unsigned r)
 {
         if (c->dirty_lines >= c->hard_lines)
                 return false;
+        if (c->reactors_waiting == 0 || (c->reactors_waiting == 1 && c->waiting_since[r]))
+                return true;
         for (unsigned o = 0; o < CACHE_MAX_REACTORS; o++)
                 if (o != r && c->waiting_since[o] && c->dirty_by[r] > c->dirty_by[o])
                         return false;
@@ -404,15 +402,25 @@ uint8_t *cache_line_get(struct volume *v, struct line_part *prefer, struct react
         if (for_write && !write_may_proceed(c, r)) {
                 c->stats.write_waits++;
                 c->draining = true;
-                if (!c->waiting_since[r])
+                if (!c->waiting_since[r]) {
                         c->waiting_since[r] = reactor_now_ns();
+                        c->reactors_waiting++;
+                }
         } else {
                 line = get_line(c, prefer);
-                if (line && for_write)
+                if (line && for_write && c->waiting_since[r]) {
                         c->waiting_since[r] = 0;
+                        c->reactors_waiting--;
+                }
         }
         pthread_mutex_unlock(&c->lock);
         return line;
+}
+
+/* Bytes of an I/O that fall in one line: from line offset lo, at most 'left'. */
+static uint32_t part_len(const struct cache *c, uint32_t lo, uint64_t left)
+{
+        return (uint32_t)(c->line_size - lo < left ? c->line_size - lo : left);
 }
 
 /* ---------------- reads ---------------- */
@@ -571,8 +579,7 @@ static void read_submit(struct volume *v, struct volume_io *io)
                 uint64_t off = io->offset + pos;
                 uint64_t lno = off / c->line_size;
                 uint32_t lo = (uint32_t)(off % c->line_size);
-                uint32_t n = (uint32_t)(c->line_size - lo < io->length - pos ? c->line_size - lo
-                                                                             : io->length - pos);
+                uint32_t n = part_len(c, lo, io->length - pos);
                 uint64_t m = block_mask(lo / bs, n / bs);
                 struct cline *cl = cache_lookup(c, v, lno);
                 if (cl && (cl->valid & m) == m) {
@@ -721,11 +728,11 @@ static void commit_part(struct volume *v, struct volume_io *io, uint64_t lno, ui
 }
 
 static void add_waiter(struct volume *v, struct volume_io *io, uint64_t first, uint64_t last,
-                       bool backend_flush, bool barrier)
+                       bool backend_flush, bool barrier, struct reactor *here)
 {
         struct flush_waiter *w = calloc(1, sizeof(*w));
         if (!w) {
-                complete_io(io, -ENOMEM, io->reactor);
+                complete_io(io, -ENOMEM, here);
                 return;
         }
         *w = (struct flush_waiter){.io = io,
@@ -738,24 +745,31 @@ static void add_waiter(struct volume *v, struct volume_io *io, uint64_t first, u
         v->waiters = w;
 }
 
-static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq)
+/* Under the lock, on reactor 'here' (io's own, or the destager's when a queued write is
+ * retried): I/O is queued and completions deferred from here. */
+static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq, struct reactor *here)
 {
         struct cache *c = v->cache;
-        uint8_t *spares[DESTAGE_MAX_LINES * 16];
+        uint8_t *spares[CACHE_MAX_SPARES];
         unsigned nspares = 0, need = 0;
         uint64_t first = io->offset / c->line_size;
         uint64_t last = (io->offset + io->length - 1) / c->line_size;
         for (uint64_t pos = 0; pos < io->length;) {
                 uint64_t off = io->offset + pos;
                 uint32_t lo = (uint32_t)(off % c->line_size);
-                uint32_t n = (uint32_t)(c->line_size - lo < io->length - pos ? c->line_size - lo
-                                                                             : io->length - pos);
+                uint32_t n = part_len(c, lo, io->length - pos);
                 need += needs_spare(v, io, off / c->line_size, lo, n);
                 pos += n;
         }
         while (nspares < need && nspares < sizeof(spares) / sizeof(spares[0]) &&
                (spares[nspares] = get_line(c, NULL)))
                 nspares++;
+        if (need > CACHE_MAX_SPARES) {
+                log_err("%s: a %llu-byte write needs more spare lines than %d", v->conf.name,
+                        (unsigned long long)io->length, CACHE_MAX_SPARES);
+                complete_io(io, -EINVAL, here);
+                return;
+        }
         if (nspares < need) {
                 /* No line to put it in now: wait for the destager (emulated commands only:
                  * media writes bring their own line). */
@@ -771,8 +785,7 @@ static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq)
         for (uint64_t pos = 0; pos < io->length;) {
                 uint64_t off = io->offset + pos;
                 uint32_t lo = (uint32_t)(off % c->line_size);
-                uint32_t n = (uint32_t)(c->line_size - lo < io->length - pos ? c->line_size - lo
-                                                                             : io->length - pos);
+                uint32_t n = part_len(c, lo, io->length - pos);
                 uint8_t *spare = used < nspares ? spares[used] : NULL;
                 commit_part(v, io, off / c->line_size, lo, n, pos, seq, &spare);
                 if (!spare && used < nspares)
@@ -784,12 +797,12 @@ static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq)
         bool through = !v->conf.write_back || io->fua ||
                        (v->conf.bypass_threshold && io->cmd_bytes >= v->conf.bypass_threshold);
         if (!through) {
-                complete_io(io, 0, io->reactor);
+                complete_io(io, 0, here);
                 return;
         }
-        add_waiter(v, io, first, last, io->fua, false);
-        destage_range(v, first, last, io->reactor);
-        cache_check_waiters(v, io->reactor);
+        add_waiter(v, io, first, last, io->fua, false, here);
+        destage_range(v, first, last, here);
+        cache_check_waiters(v, here);
 }
 
 static void write_submit(struct volume *v, struct volume_io *io)
@@ -799,7 +812,7 @@ static void write_submit(struct volume *v, struct volume_io *io)
         io->line_kept = false;
         pthread_mutex_lock(&c->lock);
         uint32_t seq = io->seq ? io->seq : v->next_seq++;
-        write_commit(v, io, seq);
+        write_commit(v, io, seq, io->reactor);
         pthread_mutex_unlock(&c->lock);
 }
 
@@ -810,8 +823,7 @@ void cache_retry_pending(struct volume *v, struct reactor *here)
         while (list) {
                 struct volume_io *io = list;
                 list = io_state(io)->next_pending;
-                (void)here; /* write_commit completes on io's own reactor */
-                write_commit(v, io, io_state(io)->seq);
+                write_commit(v, io, io_state(io)->seq, here);
         }
 }
 
@@ -871,36 +883,57 @@ static void waiter_finish(struct volume *v, struct flush_waiter *w, struct react
         backend_submit(v->backend, &s->bio);
 }
 
-static bool range_has(struct volume *v, const struct flush_waiter *w)
+/* Calls fn on each cached line of v in [first, last] until it returns true (then true): by
+ * lookup when the range is smaller than the pool, else by one pass over the pool's lines. */
+static bool any_line_in(struct volume *v, uint64_t first, uint64_t last,
+                        bool (*fn)(struct cline *cl, const void *arg), const void *arg)
 {
         struct cache *c = v->cache;
-        if (w->barrier) {
-                for (struct cline *cl = v->retired.head; cl; cl = cl->next)
-                        if (cl->lno >= w->first && cl->lno <= w->last)
-                                return true;
-        } else if (w->last - w->first >= c->nlines) {
-                /* The whole volume: the oldest dirty line tells. */
-                struct cline *cl = v->dirty.head;
-                return cl && !seq_before(w->target, cl->dirty_seq);
-        }
-        if (w->last - w->first >= c->nlines) {
-                for (size_t i = 0; i < c->nlines; i++) {
-                        struct cline *cl = &c->clines[i];
-                        if (cl->v == v && cl->in_index && cl->lno >= w->first &&
-                            cl->lno <= w->last && cl->destaging)
+        if (last - first < c->nlines) {
+                for (uint64_t lno = first; lno <= last; lno++) {
+                        struct cline *cl = cache_lookup(c, v, lno);
+                        if (cl && fn(cl, arg))
                                 return true;
                 }
                 return false;
         }
-        for (uint64_t lno = w->first; lno <= w->last; lno++) {
-                struct cline *cl = cache_lookup(c, v, lno);
-                if (!cl)
-                        continue;
-                if (w->barrier ? cl->destaging != 0
-                               : cl->dirty && !seq_before(w->target, cl->dirty_seq))
+        for (size_t i = 0; i < c->nlines; i++) {
+                struct cline *cl = &c->clines[i];
+                if (cl->v == v && cl->in_index && cl->lno >= first && cl->lno <= last &&
+                    fn(cl, arg))
                         return true;
         }
         return false;
+}
+
+static bool is_destaging(struct cline *cl, const void *arg)
+{
+        (void)arg;
+        return cl->destaging != 0;
+}
+
+static bool dirty_since_before(struct cline *cl, const void *arg)
+{
+        const struct flush_waiter *w = arg;
+        return cl->dirty && !seq_before(w->target, cl->dirty_seq);
+}
+
+/* Whether w must still wait: a barrier for destages in its range (retired lines included),
+ * a flush or write-through write for lines dirty since before it. */
+static bool range_has(struct volume *v, const struct flush_waiter *w)
+{
+        if (w->barrier) {
+                for (struct cline *cl = v->retired.head; cl; cl = cl->next)
+                        if (cl->lno >= w->first && cl->lno <= w->last)
+                                return true;
+                return any_line_in(v, w->first, w->last, is_destaging, NULL);
+        }
+        if (w->last - w->first >= v->cache->nlines) {
+                /* The whole volume: the oldest dirty line tells. */
+                struct cline *cl = v->dirty.head;
+                return cl && !seq_before(w->target, cl->dirty_seq);
+        }
+        return any_line_in(v, w->first, w->last, dirty_since_before, w);
 }
 
 void cache_check_waiters(struct volume *v, struct reactor *here)
@@ -935,7 +968,7 @@ static void flush_submit(struct volume *v, struct volume_io *io)
         struct cache *c = v->cache;
         *io_state(io) = (struct cache_io_state){.v = v};
         pthread_mutex_lock(&c->lock);
-        add_waiter(v, io, 0, UINT64_MAX, true, false);
+        add_waiter(v, io, 0, UINT64_MAX, true, false, io->reactor);
         destage_run(v, io->reactor);
         cache_check_waiters(v, io->reactor);
         pthread_mutex_unlock(&c->lock);
@@ -944,9 +977,18 @@ static void flush_submit(struct volume *v, struct volume_io *io)
 /* UNMAP and WRITE ZEROES: the cached blocks become zeroes (valid, clean, so no destage can
  * bring old data back), the range is closed to the destager, and once the destages already
  * reading those lines end, the backend does the operation. */
-static void zero_cached(struct volume *v, struct cline *cl, uint64_t start, uint64_t end,
-                        uint32_t seq)
+struct zero_range {
+        uint64_t start, end; /* bytes */
+        uint32_t seq;
+};
+
+/* any_line_in() callback; never stops the walk. */
+static bool zero_cached(struct cline *cl, const void *arg)
 {
+        const struct zero_range *zr = arg;
+        uint64_t start = zr->start, end = zr->end;
+        uint32_t seq = zr->seq;
+        struct volume *v = cl->v;
         struct cache *c = v->cache;
         uint32_t bs = v->conf.block_size;
         uint64_t lstart = cl->lno * c->line_size;
@@ -966,6 +1008,7 @@ static void zero_cached(struct volume *v, struct cline *cl, uint64_t start, uint
                 cl->max_seq = seq;
         if (!cl->dirty)
                 cache_line_clean(c, cl);
+        return false;
 }
 
 static void barrier_submit(struct volume *v, struct volume_io *io)
@@ -974,29 +1017,17 @@ static void barrier_submit(struct volume *v, struct volume_io *io)
         *io_state(io) = (struct cache_io_state){.v = v};
         uint64_t first = io->offset / c->line_size;
         uint64_t last = (io->offset + io->length - 1) / c->line_size;
-        uint64_t end = io->offset + io->length;
         pthread_mutex_lock(&c->lock);
-        uint32_t seq = io->seq ? io->seq : v->next_seq++;
-        if (last - first < c->nlines) {
-                for (uint64_t lno = first; lno <= last; lno++) {
-                        struct cline *cl = cache_lookup(c, v, lno);
-                        if (cl)
-                                zero_cached(v, cl, io->offset, end, seq);
-                }
-        } else {
-                for (size_t i = 0; i < c->nlines; i++) {
-                        struct cline *cl = &c->clines[i];
-                        if (cl->v == v && cl->in_index && cl->lno >= first && cl->lno <= last)
-                                zero_cached(v, cl, io->offset, end, seq);
-                }
-        }
+        struct zero_range zr = {io->offset, io->offset + io->length,
+                                io->seq ? io->seq : v->next_seq++};
+        any_line_in(v, first, last, zero_cached, &zr);
         if (v->barriers++ == 0 || first < v->barrier_first)
                 v->barrier_first = first;
         if (v->barriers == 1 || last > v->barrier_last)
                 v->barrier_last = last;
         for (size_t i = 0; i < CACHE_BUCKETS; i++)
                 c->buckets[i]++;
-        add_waiter(v, io, first, last, false, true);
+        add_waiter(v, io, first, last, false, true, io->reactor);
         cache_check_waiters(v, io->reactor);
         pthread_mutex_unlock(&c->lock);
 }

@@ -11,8 +11,11 @@
 #include "cache/volume.h"
 #include "src/reactor.h"
 
-#define CACHE_MAX_BLOCKS     64 /* blocks per line: valid/dirty are 64-bit masks */
-#define CACHE_BUCKETS        4096
+#define CACHE_MAX_BLOCKS 64 /* blocks per line: valid/dirty are 64-bit masks */
+#define CACHE_BUCKETS    4096
+/* Lines one write without its own line may need (emulated commands write at most
+ * SCSI_BOUNCE_CHUNK_BYTES, 1 MiB: 256 lines of 4 KiB). */
+#define CACHE_MAX_SPARES     512
 #define CACHE_MAX_REACTORS   64
 #define CACHE_GHOST_HASH     65536
 #define DESTAGE_MAX_INFLIGHT 32 /* per LUN; fewer in a small pool (cache.max_inflight) */
@@ -119,6 +122,7 @@ struct cache {
         /* Per reactor: dirty lines its writes made, and since when its writes wait (0: not). */
         size_t dirty_by[CACHE_MAX_REACTORS];
         uint64_t waiting_since[CACHE_MAX_REACTORS];
+        unsigned reactors_waiting; /* how many waiting_since[] are set */
         size_t high_lines, low_lines, hard_lines;
         uint64_t max_age_ns;
         bool draining;

@@ -28,10 +28,12 @@
  *     candidates ("until" not set), W itself or writes issued after W (newer than W, though
  *     perhaps superseded in the cache by now: they need not be durable, W had to be).
  * A failure is accepted only while faults are injected (a read failure only while read
- * faults are): anything else, and any content that is not an allowed candidate, prints the
- * seed, op index, LBA, what was expected and what was found, and exits 1.
- * At the end: drain, SYNCHRONIZE CACHE + flush, stop injecting, read the whole range, then
- * SYNCHRONIZE CACHE + flush again (these must succeed) and compare the backend file. */
+ * faults are; a failed write or SYNCHRONIZE CACHE also up to 6 s after a write or flush fault
+ * window closed, the gateway's longest destage back-off plus a margin): anything else, and any
+ * content that is not an allowed candidate, prints the seed, op index, LBA, what was expected and
+ * what was found, and exits 1. At the end: drain, SYNCHRONIZE CACHE + flush, stop injecting, read
+ * the whole range, then SYNCHRONIZE CACHE + flush again (these must succeed) and compare the
+ * backend file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -108,6 +110,7 @@ enum { F_READ = 1, F_WRITE = 2, F_FLUSH = 4 };
 struct window {
         uint64_t from, to;
         unsigned mask;
+        uint64_t to_ns; /* wall clock when it closed */
 };
 
 enum kind { K_NONE, K_WRITE, K_READ, K_SYNC };
@@ -474,6 +477,24 @@ static bool fault_window(const struct model *m, uint64_t issue, unsigned mask)
         return false;
 }
 
+/* A write fault may leave data dirty in the gateway's cache past the window: its destager
+ * retries after a back-off of up to 5 s, and a flush or write-through write that waits on
+ * that data may still fail with it. So a failed write or SYNCHRONIZE CACHE is explained too
+ * by a write or flush fault window that closed less than that (plus margin) ago. */
+#define DESTAGE_RETRY_GRACE_NS (6ull * 1000000000ull)
+
+static bool recent_write_window(const struct model *m)
+{
+        uint64_t now = now_ns();
+        for (size_t i = 0; i < m->nwindows; i++) {
+                const struct window *w = &m->windows[i];
+                if ((w->mask & (F_WRITE | F_FLUSH)) && w->to_ns &&
+                    now - w->to_ns < DESTAGE_RETRY_GRACE_NS)
+                        return true;
+        }
+        return false;
+}
+
 static void open_window(struct model *m, unsigned mask)
 {
         if (m->nwindows == m->capwindows) {
@@ -643,8 +664,10 @@ static void status_reply(struct model *m, const char *line)
         m->tick++;
         m->st.pending = S_NONE;
         m->last_progress_ns = now_ns();
-        if (kind == S_CLEAR && ok && m->nwindows && m->windows[m->nwindows - 1].to == INF)
+        if (kind == S_CLEAR && ok && m->nwindows && m->windows[m->nwindows - 1].to == INF) {
                 m->windows[m->nwindows - 1].to = m->tick;
+                m->windows[m->nwindows - 1].to_ns = now_ns();
+        }
         if (!ok && (m->st.must_succeed ||
                     !fault_window(m, issue, kind == S_FLUSH ? F_READ | F_WRITE | F_FLUSH : 0)))
                 die(m, "status request %" PRIu64 " (%s) failed: %s", op,
@@ -731,7 +754,8 @@ static void release(struct model *m, struct slot *s, struct scsi_task *t)
 static void command_failed(struct model *m, struct slot *s, struct scsi_task *t, int status)
 {
         unsigned mask = s->kind == K_READ ? F_READ : F_READ | F_WRITE | F_FLUSH;
-        bool window = fault_window(m, s->issue, mask);
+        bool window =
+            fault_window(m, s->issue, mask) || (s->kind != K_READ && recent_write_window(m));
         bool check = status == SCSI_STATUS_CHECK_CONDITION && t;
         if (window && check &&
             (t->sense.key == SCSI_SENSE_MEDIUM_ERROR || t->sense.key == SCSI_SENSE_HARDWARE_ERROR))
