@@ -73,6 +73,8 @@ struct volume {
         uint32_t id;
         uint64_t size;
         uint32_t blocks_per_line;
+        struct wlog *wlog; /* NULL: no write log */
+        uint64_t wlog_key;
 
         /* Command order. */
         uint32_t next_seq;

@@ -1,12 +1,17 @@
-/* The volume front: dispatches to the cache or, without one, straight to the backend, and
- * hands out write tickets and lines. */
+/* The volume front: puts writes in the write log when there is one, dispatches to the cache
+ * or, without one, straight to the backend, and hands out write tickets and lines. */
 #include "cache/volume.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cache/backend.h"
 #include "cache/cache_internal.h"
 #include "cache/linepool.h"
+#include "cache/wlog.h"
+#include "src/log.h"
 
 struct volume *volume_create(struct backend *backend)
 {
@@ -39,9 +44,8 @@ uint64_t volume_size(const struct volume *v)
         return v->size;
 }
 
-void volume_submit(struct volume *v, struct volume_io *io)
+static void submit_now(struct volume *v, struct volume_io *io)
 {
-        io->line_kept = false;
         if (v->cache)
                 cache_submit(v, io);
         else
@@ -58,6 +62,102 @@ static void ticket_unlock(struct volume *v)
 {
         if (v->cache)
                 pthread_mutex_unlock(&v->cache->lock);
+}
+
+void volume_set_wlog(struct volume *v, struct wlog *log, uint64_t key)
+{
+        v->wlog = log;
+        v->wlog_key = key;
+}
+
+/* A write, UNMAP or WRITE ZEROES on its way through the log: the caller's done/priv are kept
+ * here while the volume runs it. */
+struct logged_io {
+        struct wlog_entry entry; /* first: the log hands it back */
+        struct volume *v;
+        struct volume_io *io;
+        void (*done)(struct volume_io *io, int result);
+        void *priv;
+        int err;
+};
+
+static void logged_io_finish(struct logged_io *lio, int result)
+{
+        struct volume_io *io = lio->io;
+        io->done = lio->done;
+        io->priv = lio->priv;
+        wlog_applied(lio->v->wlog, &lio->entry);
+        free(lio);
+        io->done(io, result);
+}
+
+static void logged_io_done(struct volume_io *io, int result)
+{
+        logged_io_finish(io->priv, result);
+}
+
+/* On the I/O's reactor, once the record is durable (or could not be written). */
+static void logged_on_reactor(void *arg)
+{
+        struct logged_io *lio = arg;
+        if (lio->err) {
+                logged_io_finish(lio, lio->err);
+                return;
+        }
+        lio->io->done = logged_io_done;
+        lio->io->priv = lio;
+        submit_now(lio->v, lio->io);
+}
+
+/* On the log's writer thread. */
+static void logged(struct wlog_entry *e, int err)
+{
+        struct logged_io *lio = (struct logged_io *)e;
+        lio->err = err;
+        while (reactor_call(lio->io->reactor, logged_on_reactor, lio) < 0)
+                usleep(1000); /* out of memory for the message: try again, never drop it */
+}
+
+static const enum wlog_op wlog_ops[] = {
+    [VOLUME_WRITE] = WLOG_WRITE,
+    [VOLUME_UNMAP] = WLOG_UNMAP,
+    [VOLUME_WRITE_ZEROES] = WLOG_WRITE_ZEROES,
+};
+
+static void log_then_submit(struct volume *v, struct volume_io *io)
+{
+        struct logged_io *lio;
+        while (!(lio = malloc(sizeof(*lio))))
+                usleep(1000); /* a write is never failed for want of memory for its record */
+        if (!io->seq) {
+                ticket_lock(v);
+                io->seq = v->next_seq++;
+                ticket_unlock(v);
+        }
+        *lio = (struct logged_io){.v = v, .io = io, .done = io->done, .priv = io->priv};
+        lio->entry.rec = (struct wlog_record){.op = wlog_ops[io->op],
+                                              .key = v->wlog_key,
+                                              .offset = io->offset,
+                                              .length = io->length,
+                                              .seq = io->seq};
+        lio->entry.iov = io->iov;
+        lio->entry.iovcnt = io->iovcnt;
+        lio->entry.logged = logged;
+        int rc = wlog_append(v->wlog, &lio->entry);
+        if (rc < 0) {
+                log_err("%s: write log: %s", v->conf.name ? v->conf.name : "volume", strerror(-rc));
+                logged(&lio->entry, rc); /* completes on the reactor, as always */
+        }
+}
+
+void volume_submit(struct volume *v, struct volume_io *io)
+{
+        io->line_kept = false;
+        if (v->wlog && io->length &&
+            (io->op == VOLUME_WRITE || io->op == VOLUME_UNMAP || io->op == VOLUME_WRITE_ZEROES))
+                log_then_submit(v, io);
+        else
+                submit_now(v, io);
 }
 
 void volume_write_begin(struct volume *v, struct volume_ticket *t, uint64_t offset, uint64_t length)

@@ -11,6 +11,7 @@
 
 struct reactor;
 struct volume;
+struct wlog;
 struct backend;
 struct line_part;
 
@@ -63,6 +64,10 @@ void volume_submit(struct volume *v, struct volume_io *io);
 void volume_write_begin(struct volume *v, struct volume_ticket *t, uint64_t offset,
                         uint64_t length);
 void volume_write_end(struct volume *v, struct volume_ticket *t);
+
+/* From now on every write, UNMAP and WRITE ZEROES of v is in the write log (cache/wlog.h) under
+ * key before the volume goes on with it. Before any I/O is submitted. */
+void volume_set_wlog(struct volume *v, struct wlog *log, uint64_t key);
 
 /* A line for an I/O of this volume, from the caller's partition if it can (evicting clean
  * cache lines when the pool is short). NULL means "wait and try again": the pool is full of

@@ -28,6 +28,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cache/wlog.h"
+
 #define KIB             1024ull
 #define MIB             (1024 * KIB)
 #define GIB             (1024 * MIB)
@@ -103,6 +105,8 @@ static const struct key_def gateway_keys[] = {
     KEY(struct config, shutdown_flush_timeout, "shutdown_flush_timeout", K_UINT, 1, 86400),
     KEY(struct config, write_log, "write_log", K_TEXT, 1, PATH_MAX - 1),
     KEY(struct config, write_log_size, "write_log_size", K_SIZE, MIB, TIB),
+    KEY(struct config, write_log_checkpoint_interval, "write_log_checkpoint_interval", K_UINT, 1,
+        3600),
     KEY(struct config, backend_initiator_name, "backend_initiator_name", K_TEXT, 1,
         CONFIG_ISCSI_NAME_MAX),
     KEY(struct config, iscsi.max_recv_data_segment_length, "max_recv_data_segment_length", K_SIZE,
@@ -900,10 +904,9 @@ static int close_gateway(struct parser *p)
                                                                         : "dirty_high_water"),
                             "dirty_hard_limit (%u) is below dirty_high_water (%u)",
                             cfg->dirty_hard_limit, cfg->dirty_high_water);
-        if (cfg->write_log)
-                return fail(p, line_of(p, "write_log"),
-                            "write_log: the local write log is not implemented yet, so it "
-                            "cannot protect anything (docs/cache.md)");
+        if (cfg->write_log_size < WLOG_MIN_SIZE || cfg->write_log_size % 512)
+                return fail(p, line_of(p, "write_log_size"),
+                            "write_log_size must be a multiple of 512 and at least 16M");
         if (cfg->backend_initiator_name && !config_iscsi_name_valid(cfg->backend_initiator_name))
                 return fail(p, line_of(p, "backend_initiator_name"),
                             "backend_initiator_name is not a valid iSCSI name");
@@ -1386,6 +1389,7 @@ static struct config *config_new(const char *source)
         cfg->dirty_max_age_ms = 5000;
         cfg->shutdown_flush_timeout = 60;
         cfg->write_log_size = 256 * MIB;
+        cfg->write_log_checkpoint_interval = 10;
         cfg->backend_initiator_name = strdup("iqn.2026-11.io.isergw:gateway");
         cfg->iscsi = (struct config_iscsi){.max_recv_data_segment_length = 262144,
                                            .max_burst_length = 1048576,

@@ -115,14 +115,15 @@ struct config {
         uint32_t nop_timeout;  /* seconds to wait for the NOP-Out answer */
         char *metrics_listen;  /* "IPV4:PORT" or "[IPV6]:PORT", or NULL: no HTTP listener */
         /* The write-back cache (docs/cache.md); the dirty marks are percent of the pool. */
-        uint32_t dirty_high_water;       /* destaging starts above this */
-        uint32_t dirty_low_water;        /* and stops below this */
-        uint32_t dirty_hard_limit;       /* new writes wait (R2Ts delayed) above this */
-        uint32_t dirty_max_age_ms;       /* a line dirty this long is destaged regardless */
-        uint32_t shutdown_flush_timeout; /* seconds SIGTERM waits for the flush */
-        char *write_log;                 /* local write log file, or NULL: none */
-        uint64_t write_log_size;         /* its size in bytes */
-        char *backend_initiator_name;    /* the name the iscsi backend logs in with */
+        uint32_t dirty_high_water;              /* destaging starts above this */
+        uint32_t dirty_low_water;               /* and stops below this */
+        uint32_t dirty_hard_limit;              /* new writes wait (R2Ts delayed) above this */
+        uint32_t dirty_max_age_ms;              /* a line dirty this long is destaged regardless */
+        uint32_t shutdown_flush_timeout;        /* seconds SIGTERM waits for the flush */
+        char *write_log;                        /* local write log file, or NULL: none */
+        uint64_t write_log_size;                /* its size in bytes */
+        uint32_t write_log_checkpoint_interval; /* seconds between checkpoints (at most) */
+        char *backend_initiator_name;           /* the name the iscsi backend logs in with */
         struct config_iscsi iscsi;
         struct config_chap discovery_chap;
 

@@ -17,34 +17,11 @@
 #include "iscsi/iscsi.h"
 #include "iscsi/scsi.h"
 #include "src/config.h"
+#include "src/daemon_internal.h"
 #include "src/log.h"
 #include "src/portal.h"
 #include "src/reactor.h"
 #include "src/status.h"
-
-struct daemon_lun {
-        const struct config_target *target;
-        const struct config_lun *conf;
-        struct backend *backend;
-        struct volume *volume;
-        struct scsi_lun scsi;
-        char name[256]; /* "TARGET LUN N", for logs */
-};
-
-struct daemon {
-        const struct config *cfg;
-        char *config_path;
-        uint64_t started_ns;
-        struct reactor *reactors[CONFIG_MAX_REACTORS];
-        unsigned nreactors;
-        struct line_pool *pool;
-        struct cache *cache;
-        struct iscsi_gw *gw;
-        struct portal_mgr *portals;
-        struct daemon_lun *luns;
-        unsigned nluns;
-        struct status_server *status;
-};
 
 static int mkdir_p(const char *path)
 {
@@ -288,7 +265,7 @@ static json_t *cache_json(struct daemon *d)
         uint64_t reads = st.read_hits + st.read_misses;
         return json_pack(
             "{s:b, s:f, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-            "s:I, s:I}",
+            "s:I, s:I, s:o}",
             "enabled", 1, "hit_ratio", reads ? (double)st.read_hits / reads : 0.0, "read_hits",
             (json_int_t)st.read_hits, "read_misses", (json_int_t)st.read_misses,
             "destage_backlog_bytes", (json_int_t)(st.lines_dirty * d->cfg->line_size),
@@ -298,7 +275,7 @@ static json_t *cache_json(struct daemon *d)
             (json_int_t)st.lines_clean, "lines_dirty", (json_int_t)st.lines_dirty,
             "merge_copy_bytes", (json_int_t)st.merge_copy_bytes, "cow_lines",
             (json_int_t)st.cow_lines, "evictions", (json_int_t)st.evictions, "write_waits",
-            (json_int_t)st.write_waits);
+            (json_int_t)st.write_waits, "write_log", daemon_wlog_json(d));
 }
 
 static json_t *backend_json(const struct daemon_lun *l)
@@ -379,9 +356,10 @@ static json_t *status_query(void *ctx, const char *object, const json_t *args, c
         return NULL;
 }
 
-struct flush_wait {
+struct io_wait {
         struct volume_io io;
         struct volume *v;
+        struct iovec iov;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool done;
@@ -389,16 +367,16 @@ struct flush_wait {
         int result;
 };
 
-static void flush_wait_free(struct flush_wait *w)
+static void io_wait_free(struct io_wait *w)
 {
         pthread_cond_destroy(&w->cond);
         pthread_mutex_destroy(&w->lock);
         free(w);
 }
 
-static void flush_done(struct volume_io *io, int result)
+static void io_wait_done(struct volume_io *io, int result)
 {
-        struct flush_wait *w = io->priv;
+        struct io_wait *w = io->priv;
         pthread_mutex_lock(&w->lock);
         w->result = result;
         w->done = true;
@@ -406,12 +384,12 @@ static void flush_done(struct volume_io *io, int result)
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->lock);
         if (abandoned)
-                flush_wait_free(w);
+                io_wait_free(w);
 }
 
-static void flush_on_reactor(void *arg)
+static void io_wait_submit(void *arg)
 {
-        struct flush_wait *w = arg;
+        struct io_wait *w = arg;
         volume_submit(w->v, &w->io);
 }
 
@@ -424,20 +402,27 @@ static bool second_signal(void)
         return sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT);
 }
 
-/* Flushes one LUN (destage everything dirty, then flush the backend). timeout_s 0 waits
- * forever. At shutdown a second signal also ends the wait. */
-static int flush_lun(struct daemon *d, struct daemon_lun *l, unsigned timeout_s, bool at_exit)
+int daemon_volume_io(struct daemon *d, struct volume *v, enum volume_op op, uint64_t offset,
+                     uint64_t length, void *data, unsigned timeout_s, bool at_exit)
 {
-        struct flush_wait *w = calloc(1, sizeof(*w));
+        struct io_wait *w = calloc(1, sizeof(*w));
         if (!w)
                 return -ENOMEM;
-        w->io = (struct volume_io){
-            .op = VOLUME_FLUSH, .reactor = d->reactors[0], .done = flush_done, .priv = w};
+        w->iov = (struct iovec){data, length};
+        w->io = (struct volume_io){.op = op,
+                                   .offset = offset,
+                                   .length = length,
+                                   .iov = data ? &w->iov : NULL,
+                                   .iovcnt = data ? 1 : 0,
+                                   .cmd_bytes = length,
+                                   .reactor = d->reactors[0],
+                                   .done = io_wait_done,
+                                   .priv = w};
         pthread_mutex_init(&w->lock, NULL);
         pthread_cond_init(&w->cond, NULL);
-        w->v = l->volume;
-        if (reactor_call(d->reactors[0], flush_on_reactor, w) < 0) {
-                flush_wait_free(w);
+        w->v = v;
+        if (reactor_call(d->reactors[0], io_wait_submit, w) < 0) {
+                io_wait_free(w);
                 return -EIO;
         }
         uint64_t deadline = reactor_now_ns() + (uint64_t)timeout_s * 1000000000ull;
@@ -453,7 +438,9 @@ static int flush_lun(struct daemon *d, struct daemon_lun *l, unsigned timeout_s,
                 pthread_cond_timedwait(&w->cond, &w->lock, &ts);
                 if (w->done)
                         break;
-                if ((timeout_s && reactor_now_ns() > deadline) || (at_exit && second_signal())) {
+                /* data (the caller's) must outlive the I/O: only flushes may be abandoned */
+                if (op == VOLUME_FLUSH &&
+                    ((timeout_s && reactor_now_ns() > deadline) || (at_exit && second_signal()))) {
                         w->abandoned = true;
                         pthread_mutex_unlock(&w->lock);
                         return -ETIMEDOUT;
@@ -461,15 +448,20 @@ static int flush_lun(struct daemon *d, struct daemon_lun *l, unsigned timeout_s,
         }
         int rc = w->result;
         pthread_mutex_unlock(&w->lock);
-        flush_wait_free(w);
+        io_wait_free(w);
         return rc;
 }
 
+int daemon_flush_lun(struct daemon *d, struct daemon_lun *l, unsigned timeout_s, bool at_exit)
+{
+        return daemon_volume_io(d, l->volume, VOLUME_FLUSH, 0, 0, NULL, timeout_s, at_exit);
+}
+
 /* SIGTERM: everything dirty goes to the backends before exit, within the timeout. */
-static void flush_all(struct daemon *d)
+static bool flush_all(struct daemon *d)
 {
         if (!d->nreactors || !d->reactors[0])
-                return;
+                return false;
         struct cache_stats st = {0};
         if (d->cache)
                 cache_get_stats(d->cache, &st);
@@ -481,7 +473,7 @@ static void flush_all(struct daemon *d)
         for (unsigned i = 0; i < d->nluns; i++) {
                 if (!d->luns[i].volume)
                         continue;
-                int rc = flush_lun(d, &d->luns[i], d->cfg->shutdown_flush_timeout, true);
+                int rc = daemon_flush_lun(d, &d->luns[i], d->cfg->shutdown_flush_timeout, true);
                 if (rc < 0) {
                         log_err("%s: flush at exit failed: %s", d->luns[i].name, strerror(-rc));
                         all = false;
@@ -491,6 +483,7 @@ static void flush_all(struct daemon *d)
         }
         if (all && st.lines_dirty)
                 log_info("flushed: every acknowledged write is on its backend");
+        return all;
 }
 
 /* The LUN named by args.lun (status.c has checked its shape), or NULL with err filled. */
@@ -512,7 +505,7 @@ static struct daemon_lun *find_lun(struct daemon *d, const json_t *args, char *e
 static int operate_flush(struct daemon *d, struct daemon_lun *l, json_t **result, char *err,
                          size_t errlen)
 {
-        int rc = flush_lun(d, l, 0, false);
+        int rc = daemon_flush_lun(d, l, 0, false);
         if (rc < 0) {
                 snprintf(err, errlen, "flush failed: %s", strerror(-rc));
                 return -1;
@@ -616,7 +609,7 @@ struct daemon *daemon_start(const struct config *cfg, const char *config_path)
         if (!d->cache)
                 goto fail;
         if (start_reactors(d) < 0 || build_gw(d) < 0 || add_targets(d) < 0 || open_luns(d) < 0 ||
-            start_status(d) < 0 || open_portals(d) < 0)
+            daemon_wlog_open(d) < 0 || start_status(d) < 0 || open_portals(d) < 0)
                 goto fail;
         return d;
 fail:
@@ -633,7 +626,9 @@ void daemon_stop(struct daemon *d)
         portal_mgr_destroy(d->portals);
         if (d->gw)
                 iscsi_gw_close_all(d->gw);
-        flush_all(d);
+        bool drained = daemon_wlog_drain(d);
+        bool flushed = flush_all(d);
+        daemon_wlog_close(d, drained && flushed);
         for (unsigned i = 0; i < d->nluns; i++)
                 volume_stop(d->luns[i].volume);
         for (unsigned i = 0; i < d->nreactors; i++)

@@ -3,6 +3,8 @@
 checks a file (the LUN's backend) against what was written. Used by test_cache.sh.
 
   cache_writer.py write --port P --target IQN --initiator INI --seed S --count N --out REC
+                  [--partial-ok]   (the target may die mid-stream: record what was acknowledged,
+                                    and the write in flight as "either old or new")
   cache_writer.py check --image FILE --rec REC          (exit 1 on the first difference)
   cache_writer.py differs --image FILE --rec REC        (exit 0 if some written range differs)
 """
@@ -11,7 +13,7 @@ import json
 import random
 import sys
 
-from iscsi_raw import Session, make_isid
+from iscsi_raw import Closed, ProtocolFailure, Session, make_isid
 
 BS = 512
 
@@ -30,30 +32,47 @@ def write(a):
     if (cls, det) != (0, 0):
         print("FAIL login 0x%02x%02x" % (cls, det))
         return 1
-    image = {}
+    image, either, acked = {}, {}, 0
     for lba, nblocks, data in cases(a.seed, a.count):
-        w = s.write10(lba, data, timeout=20)
-        if not w.good:
-            print("FAIL write LBA %d +%d: %s" % (lba, nblocks, w.describe()))
+        try:
+            w = s.write10(lba, data, timeout=20)
+            good, why = w.good, w.describe()
+        except (OSError, Closed, ProtocolFailure) as e:
+            good, why = False, "connection: %s" % e
+        if not good and a.partial_ok:
+            # Not acknowledged: each of its blocks may hold the old or the new data.
+            for i in range(nblocks):
+                either[lba + i] = data[i * BS:(i + 1) * BS].hex()
+            print("stopped after %d acknowledged writes (%s)" % (acked, why))
+            break
+        if not good:
+            print("FAIL write LBA %d +%d: %s" % (lba, nblocks, why))
             return 1
+        acked += 1
         for i in range(nblocks):  # later writes win
             image[lba + i] = data[i * BS:(i + 1) * BS].hex()
-    s.logout(timeout=5)
+    else:
+        s.logout(timeout=5)
     s.close()
     with open(a.out, "w") as f:
-        json.dump(image, f)
-    print("wrote %d blocks in %d writes" % (len(image), a.count))
+        json.dump({"image": image, "either": either}, f)
+    print("wrote %d blocks in %d writes" % (len(image), acked))
     return 0
 
 
 def compare(a):
     with open(a.rec) as f:
-        image = json.load(f)
+        rec = json.load(f)
+    image, either = rec["image"], rec["either"]
     differ = 0
     with open(a.image, "rb") as f:
-        for lba, hexdata in image.items():
+        for lba in set(image) | set(either):
             f.seek(int(lba) * BS)
-            if f.read(BS) != bytes.fromhex(hexdata):
+            got = f.read(BS)
+            ok = [bytes.fromhex(d) for d in (image.get(lba), either.get(lba)) if d]
+            if lba not in image:
+                ok.append(bytes(BS))  # never written before: still zeroes
+            if got not in ok:
                 differ += 1
     return differ, len(image)
 
@@ -69,6 +88,7 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--image")
     ap.add_argument("--rec")
+    ap.add_argument("--partial-ok", action="store_true")
     a = ap.parse_args()
     if a.mode == "write":
         return write(a)

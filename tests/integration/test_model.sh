@@ -4,7 +4,8 @@
 # backend faults against one LUN, every read checked against a model of what the LUN may
 # hold, the file backend's image checked after flushes and byte for byte at the end. A small
 # pool (4M for a 16M range) keeps the cache under pressure. Run with write_cache = yes and no,
-# and (shorter) with 4096-byte blocks.
+# and (shorter) with 4096-byte blocks and with write-back behind the write log (a 16M log
+# that checkpoints often, while backend faults make some checkpoints fail).
 #   ISERGW_LONG=1         run the two main settings for MODEL_SECONDS each (default 240; the
 #                         4K one a quarter of it), with a random seed unless MODEL_SEED is set
 #   MODEL_SECONDS=S       run each setting for S seconds
@@ -23,10 +24,10 @@ if [ "${ISERGW_LONG:-0}" = 1 ] || [ -n "${MODEL_SECONDS:-}" ]; then
 fi
 echo "model: seed $SEED (rerun with MODEL_SEED=$SEED)"
 
-run_case() { # name, extra LUN lines, block size, share of the ops or seconds (1/N)
+run_case() { # name, extra LUN lines, block size, share of the ops or seconds (1/N), gateway lines
 	local name=$1 extra=$2 bs=$3 div=$4
-	rm -f "$TMP/isergw.conf" "$TMP/lun0.img"
-	BLOCK_SIZE=$bs POOL_SIZE=4M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes
+	rm -f "$TMP/isergw.conf" "$TMP/lun0.img" "$TMP/wlog"
+	GATEWAY_EXTRA=${5:-} BLOCK_SIZE=$bs POOL_SIZE=4M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes
 $extra" write_config
 	start_daemon
 	echo "-- $name"
@@ -71,4 +72,8 @@ self_check
 run_case write-back "write_cache = yes" 512 1
 run_case write-through "write_cache = no" 512 1
 run_case write-back-4k "write_cache = yes" 4096 4
-echo "model: 4 passed, 0 failed"
+run_case write-back-log "write_cache = yes" 512 4 "write_log = $TMP/wlog
+write_log_size = 16M
+write_log_checkpoint_interval = 1"
+grep -qE "write log .*: emptied" "$DAEMON_LOG" || fail "write-back-log: the log was not emptied at stop"
+echo "model: 5 passed, 0 failed"

@@ -910,9 +910,10 @@ Test(config_error, cache_and_backend_keys)
                      "t.conf:2: dirty_hard_limit (80) is below dirty_high_water (90)");
         expect_error("[gateway]\ndirty_hard_limit = 99\n" BASE,
                      "t.conf:2: dirty_hard_limit must be between 1 and 95");
-        expect_error("[gateway]\nwrite_log = /tmp/x.log\n" BASE,
-                     "t.conf:2: write_log: the local write log is not implemented yet, so it "
-                     "cannot protect anything (docs/cache.md)");
+        expect_error("[gateway]\nwrite_log = /tmp/x.log\nwrite_log_size = 8M\n" BASE,
+                     "t.conf:3: write_log_size must be a multiple of 512 and at least 16M");
+        expect_error("[gateway]\nwrite_log_size = 17000000\n" BASE,
+                     "t.conf:2: write_log_size must be a multiple of 512 and at least 16M");
         expect_error("[gateway]\nbackend_initiator_name = nope\n" BASE,
                      "t.conf:2: backend_initiator_name is not a valid iSCSI name");
         expect_error(BASE "backend = tape\n", "t.conf:7: bad backend 'tape' (file or iscsi)");

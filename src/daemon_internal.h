@@ -1,0 +1,61 @@
+/* daemon_internal: the daemon's top-level context, shared by the files of src/ that build
+ * and run it (daemon.c, writelog.c). Nothing outside src/ includes this. */
+#ifndef ISERGW_SRC_DAEMON_INTERNAL_H
+#define ISERGW_SRC_DAEMON_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache/volume.h"
+#include "iscsi/scsi.h"
+#include "src/config.h"
+
+struct wlog;
+
+struct daemon_lun {
+        const struct config_target *target;
+        const struct config_lun *conf;
+        struct backend *backend;
+        struct volume *volume;
+        struct scsi_lun scsi;
+        char name[256]; /* "TARGET LUN N", for logs */
+};
+
+struct daemon {
+        const struct config *cfg;
+        char *config_path;
+        uint64_t started_ns;
+        struct reactor *reactors[CONFIG_MAX_REACTORS];
+        unsigned nreactors;
+        struct line_pool *pool;
+        struct cache *cache;
+        struct iscsi_gw *gw;
+        struct portal_mgr *portals;
+        struct daemon_lun *luns;
+        unsigned nluns;
+        struct status_server *status;
+        struct wlog *wlog; /* NULL: no write log */
+        bool wlog_live;    /* replayed and logging */
+};
+
+/* One I/O on v from a non-reactor thread, waited for (data: length bytes, or NULL). timeout_s 0
+ * waits forever; at shutdown (at_exit) a second signal also ends the wait. Only flushes give
+ * up early (-ETIMEDOUT). */
+int daemon_volume_io(struct daemon *d, struct volume *v, enum volume_op op, uint64_t offset,
+                     uint64_t length, void *data, unsigned timeout_s, bool at_exit);
+/* Destages everything dirty of the LUN, then flushes its backend. */
+int daemon_flush_lun(struct daemon *d, struct daemon_lun *l, unsigned timeout_s, bool at_exit);
+
+/* writelog.c: the write log of the configuration (nothing when none is configured). Open
+ * replays what a previous run left, destages it and starts logging; 0 or -1 (logged). */
+int daemon_wlog_open(struct daemon *d);
+/* At shutdown, after the sessions are closed: waits (a while) until every logged write has
+ * reached its volume; false if some never did. */
+bool daemon_wlog_drain(struct daemon *d);
+/* Then, flushed says every LUN was flushed, so the log
+ * can be emptied; otherwise it is kept for the next start. */
+void daemon_wlog_close(struct daemon *d, bool flushed);
+json_t *daemon_wlog_json(struct daemon *d);
+
+#endif
