@@ -18,6 +18,11 @@
 #     and WRITE SAME with UNMAP it falls back to writing zeroes;
 #  5. tgtd down again, a write queued in the backend: SIGTERM still stops the daemon cleanly
 #     (the write and the shutdown flush fail after the timeout; nothing hangs or leaks).
+#  6. write-back: tgtd killed and restarted while the destager writes: after a flush every
+#     acknowledged write is on the remote's file;
+#  7. write-back with the write log: the gateway killed (kill -9) while 4 sessions write;
+#     the next start replays the log onto the remote LU before it serves, and every
+#     acknowledged write is on the remote's file.
 source "$(dirname "$0")/lib.sh"
 source "$SRC/scripts/lib-tgt.sh"
 
@@ -331,6 +336,35 @@ if io verify "$TFILE" "$TMP/writes-wb.json"; then
 	pass "write-back: every acknowledged write is on the remote's file"
 else
 	bad "write-back: acknowledged writes missing from the remote's file"
+fi
+stop_daemon
+
+# ---- 7. write-back with the write log: the gateway killed mid-stream, replayed at start
+write_iscsi_config "$REMOTE"
+sed -i "s|^dirty_max_age_ms = 100|dirty_max_age_ms = 600000\nwrite_log = $TMP/wlog\nwrite_log_size = 256M\nwrite_log_checkpoint_interval = 3600|" \
+	"$TMP/isergw.conf"
+start_daemon
+rm -f "$TMP/stop" "$TMP/progress"
+io writers "$PORT" "$IQN" "$INI1" "$TMP/progress" "$TMP/stop" "$TMP/writes-log.json" \
+	>"$TMP/writers-log.out" 2>&1 &
+WRITERS_PID=$!
+wait_progress 100 || fail "writers did not get going: $(cat "$TMP/writers-log.out")"
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+DAEMON_PID=""
+wait "$WRITERS_PID" || true
+WRITERS_PID=""
+if io verify "$TFILE" "$TMP/writes-log.json" >/dev/null 2>&1; then
+	bad "write log: the remote already had every write at kill -9 (nothing left to replay)"
+fi
+start_daemon
+grep -qE "write log .*: replayed [1-9][0-9]* records" "$DAEMON_LOG" &&
+	pass "write log: $(grep -oE 'replayed [0-9]+ records' "$DAEMON_LOG") at start" ||
+	bad "write log: no replay at start"
+if io verify "$TFILE" "$TMP/writes-log.json"; then
+	pass "write log: every acknowledged write is on the remote's file after kill -9 and replay"
+else
+	bad "write log: acknowledged writes lost across kill -9"
 fi
 stop_daemon
 
