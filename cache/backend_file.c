@@ -1,6 +1,7 @@
 /* The file backend: a regular file or block device driven through the submitting reactor's
  * io_uring. Buffered I/O; FUA maps to RWF_DSYNC, FLUSH to fdatasync, UNMAP to a punched
- * hole, WRITE_ZEROES to a zeroed range. */
+ * hole, WRITE_ZEROES to a zeroed range; where the file system has neither (tmpfs has no
+ * zeroed ranges, some have no holes), both write zeroes instead. */
 #include <errno.h>
 #include <stddef.h>
 #include <fcntl.h>
@@ -23,6 +24,9 @@ struct backend_file {
         int fd;
         uint64_t size;
         bool is_blockdev;
+        /* atomic; the file system refused that fallocate mode: write zeroes */
+        bool no_punch_hole, no_zero_range;
+        uint8_t *zeros;  /* ZERO_CHUNK bytes, for that */
         uint64_t errors; /* atomic */
         int last_error;  /* atomic; -errno of the latest failed I/O */
 };
@@ -160,10 +164,55 @@ static void file_rw_issue(struct backend_file *f, struct volume_io *io, struct i
         io_uring_sqe_set_data(sqe, &st->rio);
 }
 
+#define ZERO_CHUNK (1u << 20)
+
+static void file_zero_done(struct reactor_io *rio, int res);
+
+/* UNMAP or WRITE_ZEROES as plain writes of zeroes, a chunk at a time. */
+static void file_zero_issue(struct backend_file *f, struct volume_io *io, struct io_uring_sqe *sqe)
+{
+        struct file_io_state *st = io_state(io);
+        uint64_t left = io->length - st->done;
+        io_uring_prep_write(sqe, f->fd, f->zeros, left < ZERO_CHUNK ? (unsigned)left : ZERO_CHUNK,
+                            io->offset + st->done);
+        st->rio.cb = file_zero_done;
+        io_uring_sqe_set_data(sqe, &st->rio);
+}
+
+static void file_zero_done(struct reactor_io *rio, int res)
+{
+        struct file_io_state *st = (struct file_io_state *)rio;
+        struct volume_io *io = st->io;
+        if (res <= 0) {
+                complete(io, res < 0 ? res : -EIO);
+                return;
+        }
+        st->done += (uint64_t)res;
+        if (st->done >= io->length) {
+                complete(io, 0);
+                return;
+        }
+        file_io_issue((struct backend_file *)(uintptr_t)io->impl_res, io);
+}
+
 static void file_simple_done(struct reactor_io *rio, int res)
 {
         struct file_io_state *st = (struct file_io_state *)rio;
-        complete(st->io, res < 0 ? res : 0);
+        struct volume_io *io = st->io;
+        struct backend_file *f = (struct backend_file *)(uintptr_t)io->impl_res;
+        bool zeroing = io->op == VOLUME_UNMAP || io->op == VOLUME_WRITE_ZEROES;
+        if (zeroing && (res == -EOPNOTSUPP || res == -EINVAL)) {
+                bool *refused = io->op == VOLUME_UNMAP ? &f->no_punch_hole : &f->no_zero_range;
+                if (!__atomic_exchange_n(refused, true, __ATOMIC_RELAXED))
+                        log_warn("backend %s: the file system cannot %s (%s); writing zeroes "
+                                 "instead from now on",
+                                 f->base.name,
+                                 io->op == VOLUME_UNMAP ? "punch holes" : "zero ranges",
+                                 strerror(-res));
+                file_io_issue(f, io);
+                return;
+        }
+        complete(io, res < 0 ? res : 0);
 }
 
 static void file_io_issue(struct backend_file *f, struct volume_io *io)
@@ -183,12 +232,17 @@ static void file_io_issue(struct backend_file *f, struct volume_io *io)
                 io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
                 break;
         case VOLUME_UNMAP:
-                io_uring_prep_fallocate(sqe, f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                                        (off_t)io->offset, (off_t)io->length);
-                break;
         case VOLUME_WRITE_ZEROES:
-                io_uring_prep_fallocate(sqe, f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                                        (off_t)io->offset, (off_t)io->length);
+                if (__atomic_load_n(io->op == VOLUME_UNMAP ? &f->no_punch_hole : &f->no_zero_range,
+                                    __ATOMIC_RELAXED)) {
+                        file_zero_issue(f, io, sqe);
+                        return;
+                }
+                io_uring_prep_fallocate(
+                    sqe, f->fd,
+                    (io->op == VOLUME_UNMAP ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE) |
+                        FALLOC_FL_KEEP_SIZE,
+                    (off_t)io->offset, (off_t)io->length);
                 break;
         }
         st->rio.cb = file_simple_done;
@@ -221,6 +275,7 @@ static void file_destroy(struct backend *b)
                 fdatasync(f->fd);
                 close(f->fd);
         }
+        free(f->zeros);
         free(f);
 }
 
@@ -282,7 +337,8 @@ struct backend *backend_file_open(const char *path, uint64_t size, bool create)
                 free(f);
                 return NULL;
         }
-        int rc = file_prepare_size(f, path, size);
+        f->zeros = calloc(1, ZERO_CHUNK);
+        int rc = f->zeros ? file_prepare_size(f, path, size) : -ENOMEM;
         if (rc < 0 || f->size == 0) {
                 log_err("backend %s: cannot size it: %s", path, rc < 0 ? strerror(-rc) : "empty");
                 file_destroy(&f->base);

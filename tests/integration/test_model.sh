@@ -5,7 +5,8 @@
 # hold, the file backend's image checked after flushes and byte for byte at the end. A small
 # pool (4M for a 16M range) keeps the cache under pressure. Run with write_cache = yes and no,
 # and (shorter) with 4096-byte blocks and with write-back behind the write log (a 16M log
-# that checkpoints often, while backend faults make some checkpoints fail).
+# that checkpoints often, while backend faults make some checkpoints fail), and behind the
+# log with the daemon killed (kill -9) under the last commands and restarted.
 #   ISERGW_LONG=1         run the two main settings for MODEL_SECONDS each (default 240; the
 #                         4K one a quarter of it), with a random seed unless MODEL_SEED is set
 #   MODEL_SECONDS=S       run each setting for S seconds
@@ -68,7 +69,57 @@ write_cache = no" write_config
 	stop_daemon
 }
 
+# Write-back behind the write log; at the end the daemon is killed (kill -9) under the model's
+# last commands and started again: the replayed log must hold every acknowledged write (the
+# model then reads everything back and compares the file byte for byte).
+crash_case() {
+	local name=write-back-log-kill9 rc=0
+	rm -f "$TMP/isergw.conf" "$TMP/lun0.img" "$TMP/wlog" "$TMP/restarted.pid"
+	GATEWAY_EXTRA="write_log = $TMP/wlog
+write_log_size = 64M
+write_log_checkpoint_interval = 3600
+dirty_high_water = 90
+dirty_low_water = 10
+dirty_hard_limit = 95
+dirty_max_age_ms = 600000" POOL_SIZE=16M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes" \
+		write_config
+	start_daemon
+	echo "-- $name"
+	local old=$DAEMON_PID
+	cat >"$TMP/crash.sh" <<CRASH
+kill -KILL $old
+while grep -qv '^State:.*Z' /proc/$old/status 2>/dev/null; do sleep 0.05; done
+cp "$DAEMON_LOG" "$DAEMON_LOG.killed"
+setsid "$BIN/isergw" --config "$TMP/isergw.conf" >"$DAEMON_LOG" 2>&1 </dev/null &
+echo \$! >"$TMP/restarted.pid"
+for i in \$(seq 1 600); do grep -q "listening for iSCSI/TCP" "$DAEMON_LOG" && exit 0; sleep 0.1; done
+exit 1
+CRASH
+	"$BIN/iscsi_model" --url "$URL" --initiator-name "$INI1" --seed "$SEED" --qd 16 --lun-size 16M \
+		--status-socket "$TMP/isergw.sock" --backend-file "$TMP/lun0.img" --ops $((OPS / 4)) \
+		--crash-cmd "bash $TMP/crash.sh" || rc=$?
+	wait "$old" 2>/dev/null || true
+	DAEMON_PID=""
+	local new
+	new=$(cat "$TMP/restarted.pid" 2>/dev/null || true)
+	if [ -n "$new" ]; then
+		kill -TERM "$new" 2>/dev/null || true
+		for _ in $(seq 1 600); do
+			kill -0 "$new" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	[ "$rc" -eq 0 ] || { tail -20 "$DAEMON_LOG"; fail "model case $name (seed $SEED)"; }
+	grep -o "write log .*: replayed [0-9]* records ([0-9]* bytes)" "$DAEMON_LOG" ||
+		fail "$name: no replay line"
+	if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$DAEMON_LOG" "$DAEMON_LOG.killed"; then
+		fail "$name: sanitizer report"
+	fi
+	grep -q "write log .*: emptied" "$DAEMON_LOG" || fail "$name: the restarted daemon did not stop cleanly"
+}
+
 self_check
+crash_case
 run_case write-back "write_cache = yes" 512 1
 run_case write-through "write_cache = no" 512 1
 run_case write-back-4k "write_cache = yes" 4096 4
@@ -76,4 +127,4 @@ run_case write-back-log "write_cache = yes" 512 4 "write_log = $TMP/wlog
 write_log_size = 16M
 write_log_checkpoint_interval = 1"
 grep -qE "write log .*: emptied" "$DAEMON_LOG" || fail "write-back-log: the log was not emptied at stop"
-echo "model: 5 passed, 0 failed"
+echo "model: 6 passed, 0 failed"

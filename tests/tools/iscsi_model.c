@@ -85,6 +85,7 @@ struct opts {
         uint64_t lun_size; /* bytes of the LUN used; 0: min(LUN, 64 MiB) */
         uint32_t block_size;
         uint32_t max_blocks;
+        const char *crash_cmd; /* run under the last commands in flight: kill -9 and restart */
         bool no_faults;
         bool verbose;
 };
@@ -186,6 +187,7 @@ struct model {
         uint64_t backend_checks;
         uint64_t torn; /* blocks seen half old, half new while a write moved them */
         uint64_t bytes_written, bytes_read;
+        bool crashed; /* the target was killed under the commands in flight: ignore them */
 };
 
 static uint64_t splitmix64(uint64_t *s)
@@ -774,6 +776,11 @@ static void write_done(struct iscsi_context *ctx, int status, void *data, void *
 {
         struct slot *s = priv;
         struct model *m = s->m;
+        if (m->crashed) {
+                if (data)
+                        scsi_free_scsi_task(data);
+                return;
+        }
         bool ok = status == SCSI_STATUS_GOOD;
         m->tick++;
         if (!ok) {
@@ -801,6 +808,11 @@ static void read_done(struct iscsi_context *ctx, int status, void *data, void *p
 {
         struct slot *s = priv;
         struct model *m = s->m;
+        if (m->crashed) {
+                if (data)
+                        scsi_free_scsi_task(data);
+                return;
+        }
         struct scsi_task *t = data;
         m->tick++;
         if (status != SCSI_STATUS_GOOD) {
@@ -841,6 +853,11 @@ static void sync_done(struct iscsi_context *ctx, int status, void *data, void *p
 {
         struct slot *s = priv;
         struct model *m = s->m;
+        if (m->crashed) {
+                if (data)
+                        scsi_free_scsi_task(data);
+                return;
+        }
         m->tick++;
         if (status != SCSI_STATUS_GOOD) {
                 if (s->final)
@@ -982,10 +999,17 @@ static uint64_t pick_lba(struct model *m, uint32_t n)
 /* After each I/O op: now and then inject faults or force a flush. A flush never goes out
  * while every write fails: a cache may retry its destage until the faults stop, and the
  * status socket serves one request at a time, so the clearing request would wait behind it. */
+/* With --crash-cmd the last tenth of the ops neither syncs nor flushes, so the crash finds
+ * acknowledged writes that only the cache (and its log) holds. */
+static bool before_crash(const struct model *m)
+{
+        return m->o->crash_cmd && m->o->ops && m->next_op > m->o->ops / 10 * 9;
+}
+
 static void maybe_status_op(struct model *m)
 {
         uint64_t r = srnd(m, 0, 599);
-        if (m->st.fd < 0 || m->st.pending != S_NONE)
+        if (m->st.fd < 0 || m->st.pending != S_NONE || before_crash(m))
                 return;
         if (!m->armed && !m->o->no_faults && r < 3)
                 send_arm(m);
@@ -1007,6 +1031,10 @@ static void next_io(struct model *m, struct slot *s)
         unsigned r = (unsigned)rnd(m, 0, 99);
         s->kind = r < 45 ? K_WRITE : r < 48 ? K_SYNC : K_READ;
         s->fua = s->kind == K_WRITE && chance(m, 10);
+        if (before_crash(m) && (s->kind == K_SYNC || s->fua)) {
+                s->kind = s->kind == K_SYNC ? K_READ : K_WRITE;
+                s->fua = false;
+        }
         s->cdb16 = chance(m, 50);
         s->final = false;
         s->n = pick_size(m);
@@ -1056,7 +1084,7 @@ static bool time_left(struct model *m, uint64_t start)
         return (double)(now_ns() - start) / 1e9 < m->o->seconds;
 }
 
-static void run_random(struct model *m)
+static void run_random(struct model *m, bool keep_in_flight)
 {
         uint64_t start = now_ns(), report = start;
         m->last_progress_ns = start;
@@ -1074,7 +1102,44 @@ static void run_random(struct model *m)
                         fflush(stdout);
                 }
         }
-        drain(m);
+        if (!keep_in_flight)
+                drain(m);
+}
+
+static int connect_lun(struct model *m);
+
+/* --crash-cmd: the target is killed and started again (by the command) under the commands in
+ * flight. None of them completes: a write in flight may or may not have happened (as a failed
+ * one); everything acknowledged before must still be there. */
+static void crash_and_restart(struct model *m)
+{
+        unsigned lost = m->inflight;
+        printf("iscsi_model: crash with %u commands in flight: %s\n", lost, m->o->crash_cmd);
+        int rc = system(m->o->crash_cmd);
+        if (rc != 0)
+                die(m, "--crash-cmd failed (status %d)", rc);
+        m->crashed = true;
+        iscsi_destroy_context(m->ctx);
+        m->ctx = NULL;
+        m->tick++;
+        for (unsigned i = 0; i < m->o->qd; i++) {
+                struct slot *s = &m->slots[i];
+                if (s->kind == K_WRITE)
+                        for (uint32_t k = 0; k < s->n; k++)
+                                complete_write_block(m, &m->blk[s->lba + k], s->op, s->issue,
+                                                     false);
+                if (s->kind != K_NONE)
+                        release(m, s, NULL);
+        }
+        if (m->st.fd >= 0)
+                close(m->st.fd);
+        m->st = (struct status_conn){.fd = -1};
+        m->armed = m->armed_always = false;
+        m->crashed = false;
+        update_min_pending(m);
+        if (connect_lun(m) || (m->o->status_socket && status_connect(m)))
+                die(m, "cannot reconnect after the crash");
+        printf("iscsi_model: reconnected; %u commands were lost in flight\n", lost);
 }
 
 /* Prepares a free slot (keeping its buffer) for a command of the final phase. */
@@ -1364,23 +1429,27 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static void usage(FILE *f)
 {
-        fprintf(f,
-                "usage: iscsi_model [options] --url iscsi://HOST:PORT/IQN/LUN\n"
-                "  --seed N             random seed (default %u); the run is a function of it\n"
-                "  --ops N              number of random ops (default 20000)\n"
-                "  --seconds S          run for S seconds instead of --ops\n"
-                "  --qd N               commands in flight (default 16, at most 256)\n"
-                "  --lun-size SIZE      bytes of the LUN used from LBA 0 (default: LUN, at most "
-                "64M)\n"
-                "  --block-size N       expected logical block size (checked)\n"
-                "  --max-blocks N       largest read/write in blocks (default 4 cache lines)\n"
-                "  --status-socket PATH the gateway's status socket: flush and fault ops\n"
-                "  --no-faults          with --status-socket: flush ops only\n"
-                "  --backend-file PATH  the file backend's image, checked against the model\n"
-                "  --initiator-name IQN (default iqn.2024-01.org.isergw:model)\n"
-                "  --verbose            print every op\n"
-                "Exit status: 0 the LUN behaved, 1 a mismatch or unexpected error, 2 usage.\n",
-                DEFAULT_SEED);
+        fprintf(
+            f,
+            "usage: iscsi_model [options] --url iscsi://HOST:PORT/IQN/LUN\n"
+            "  --seed N             random seed (default %u); the run is a function of it\n"
+            "  --ops N              number of random ops (default 20000)\n"
+            "  --seconds S          run for S seconds instead of --ops\n"
+            "  --qd N               commands in flight (default 16, at most 256)\n"
+            "  --lun-size SIZE      bytes of the LUN used from LBA 0 (default: LUN, at most "
+            "64M)\n"
+            "  --block-size N       expected logical block size (checked)\n"
+            "  --max-blocks N       largest read/write in blocks (default 4 cache lines)\n"
+            "  --status-socket PATH the gateway's status socket: flush and fault ops\n"
+            "  --no-faults          with --status-socket: flush ops only\n"
+            "  --crash-cmd CMD      at the end, with commands in flight, run CMD (it must kill\n"
+            "                       the target and start it again), reconnect, then check\n"
+            "                       that every acknowledged write survived\n"
+            "  --backend-file PATH  the file backend's image, checked against the model\n"
+            "  --initiator-name IQN (default iqn.2024-01.org.isergw:model)\n"
+            "  --verbose            print every op\n"
+            "Exit status: 0 the LUN behaved, 1 a mismatch or unexpected error, 2 usage.\n",
+            DEFAULT_SEED);
 }
 
 static const struct option long_opts[] = {
@@ -1395,6 +1464,7 @@ static const struct option long_opts[] = {
     {"status-socket", required_argument, NULL, 'x'},
     {"backend-file", required_argument, NULL, 'f'},
     {"no-faults", no_argument, NULL, 'n'},
+    {"crash-cmd", required_argument, NULL, 'K'},
     {"initiator-name", required_argument, NULL, 'i'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -1442,6 +1512,9 @@ static int apply_opt(struct opts *o, int c, const char *a)
                 return 0;
         case 'n':
                 o->no_faults = true;
+                return 0;
+        case 'K':
+                o->crash_cmd = a;
                 return 0;
         case 'i':
                 o->initiator = a;
@@ -1534,7 +1607,9 @@ int main(int argc, char **argv)
                o.status_socket ? (o.no_faults ? ", flushes" : ", flushes and faults") : "",
                o.backend_file ? ", backend file checked" : "");
         uint64_t start = now_ns();
-        run_random(&m);
+        run_random(&m, o.crash_cmd != NULL);
+        if (o.crash_cmd)
+                crash_and_restart(&m);
         /* Final phase: flush (may fail while faults are on), stop faults, read, flush, compare. */
         if (m.armed_always) {
                 send_clear(&m);
