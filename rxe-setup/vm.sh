@@ -154,6 +154,7 @@ mount -t tmpfs -o mode=1777 shm $R/dev/shm
 # /tmp stays the host's (read through the overlay, so scripts there run; writes go to the
 # tmpfs upper layer); /run is fresh, the host's daemons' sockets and pid files mean nothing.
 mount -t tmpfs -o mode=0755 run $R/run
+mkdir -p -m 1777 $R/run/lock
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results $R/results ||
 	fatal "cannot mount the results share (9p)"
 # The kernel asks modprobe for helper modules by name: give it the guest kernel's tree.

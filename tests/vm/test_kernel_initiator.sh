@@ -1,0 +1,391 @@
+#!/bin/bash
+# The Linux kernel iSCSI initiator (open-iscsi) against isergw, inside the soft-RoCE VM
+# (rxe-setup/vm.sh, docs/vm.md) because CI's host kernel has neither RDMA nor iscsi_tcp.
+#   test_kernel_initiator.sh [tcp|iser]   (iser needs the iSER transport in isergw, issue 7)
+# On the host it boots the VM and runs itself inside; inside, step by step with a PASS or
+# FAIL line each:
+#   soft-RoCE base: rxe0/rxe1 ACTIVE on the veth pair, rping 10.99.0.2 -> 10.99.0.1
+#   isergw (Release build of this tree) on 10.99.0.1:3260, 256 MiB file LUN on tmpfs
+#   iscsid; SendTargets discovery; login; the disk from `iscsiadm -m session -P 3`
+#   O_DIRECT pattern write and read-back (1 MiB and 4 KiB requests, two regions)
+#   mkfs.ext4, mount, files with known checksums, umount, logout
+#   login again, fsck.ext4 -n clean, mount, checksums match, umount, logout
+#   SIGTERM: isergw exits 0 with no ERROR line and no sanitizer report
+#   the backing file holds a clean ext4 with the same files (the cache was flushed)
+#   the guest kernel logged no failed SCSI command and no connection error
+# Skips (77) only where qemu cannot run at all and not in CI, and for sanitized builds (an
+# ASan daemon under TCG is far too slow; the same rule as test_bench_smoke). In CI (CI set)
+# a missing tool fails. Logs of the last run: $BUILD/vm/results-kernel-$TRANSPORT/.
+set -euo pipefail
+
+TRANSPORT=${1:-tcp}
+IQN="iqn.2026-11.io.isergw:vm"
+INITIATOR="iqn.2026-11.io.isergw:vm-initiator"
+SELF=$(realpath "${BASH_SOURCE[0]}")
+
+# --- on the host ---------------------------------------------------------------------
+
+host_main() {
+	: "${BIN:?BIN must point at build/bin}"
+	: "${SRC:?SRC must point at the source tree}"
+	local build=${BUILD:-$(dirname "$BIN")}
+	skip_or_fail() {
+		if [ -n "${CI:-}" ]; then
+			echo "FAIL: $* (CI: scripts/install-deps.sh test installs everything)" >&2
+			exit 1
+		fi
+		echo "SKIP: $*"
+		exit 77
+	}
+	case "${SANITIZED:-OFF}" in
+	ON | on | 1 | TRUE | true | YES | yes)
+		echo "SKIP: sanitized build (the VM tests run the Release daemon only)"
+		exit 77
+		;;
+	esac
+	case "$TRANSPORT" in
+	tcp | iser) ;;
+	*) echo "FAIL: unknown transport $TRANSPORT (tcp or iser)" >&2; exit 1 ;;
+	esac
+	command -v qemu-system-x86_64 >/dev/null || skip_or_fail "qemu-system-x86_64 missing"
+	qemu-system-x86_64 --version >/dev/null 2>&1 || skip_or_fail "qemu-system-x86_64 does not run"
+	bash "$SRC/rxe-setup/vm.sh" check || skip_or_fail "the VM harness lacks a tool"
+	[ "$(id -u)" -eq 0 ] || skip_or_fail "the VM harness runs as root (9p export of /)"
+	local t missing=()
+	for t in iscsiadm iscsid rping rdma mkfs.ext4 fsck.ext4 debugfs dd cmp sha256sum; do
+		command -v "$t" >/dev/null || missing+=("$t")
+	done
+	[ ${#missing[@]} -eq 0 ] || {
+		echo "FAIL: missing ${missing[*]} (scripts/install-deps.sh test installs them)" >&2
+		exit 1
+	}
+	[ -x "$BIN/isergw" ] || { echo "FAIL: $BIN/isergw not built" >&2; exit 1; }
+
+	local results="$build/vm/results-kernel-$TRANSPORT" rc=0 start=$SECONDS
+	export ISERGW_VM_DIR="$build/vm"
+	bash "$SRC/rxe-setup/vm.sh" --timeout 540 --results "$results" --env BIN --env SRC \
+		-- "$SELF" "$TRANSPORT" || rc=$?
+	echo "test_kernel_initiator: VM run (boot, test, power off) took $((SECONDS - start)) s"
+	case $rc in
+	0) echo "PASS: kernel initiator over $TRANSPORT" ;;
+	124) echo "FAIL: the VM run timed out; logs in $results" >&2 ;;
+	125) echo "FAIL: the VM did not come up or crashed; logs in $results" >&2 ;;
+	*) echo "FAIL: kernel initiator over $TRANSPORT (status $rc); logs in $results" >&2 ;;
+	esac
+	if [ "$rc" -ne 0 ] && [ -f "$results/isergw.log" ]; then
+		echo "--- isergw log (tail) ---" >&2
+		tail -40 "$results/isergw.log" >&2
+	fi
+	# Never 77 from here: a skip is decided above, before the VM runs.
+	[ "$rc" -eq 0 ] || exit 1
+}
+
+# --- in the guest --------------------------------------------------------------------
+
+WORK=""
+DAEMON_PID=""
+ISCSID_PID=""
+STEP=""
+T0=$SECONDS
+
+step() {
+	STEP=$1
+	echo "--- [$((SECONDS - T0)) s] $STEP"
+}
+
+pass() {
+	echo "PASS: $STEP"
+}
+
+# fail MESSAGE: ends the test; the EXIT trap logs out and collects the logs.
+fail() {
+	echo "FAIL: $STEP: $*" >&2
+	exit 1
+}
+
+# Steps that fail because of isergw (not the harness) say so: the PDU-level detail is in
+# the isergw and kernel logs the trap copies to the results share.
+fail_target() {
+	fail "$* [an initiator-visible failure: isergw.log and dmesg.log in the results say whether isergw caused it]"
+}
+
+guest_cleanup() {
+	local rc=$?
+	set +e
+	if [ $rc -ne 0 ]; then
+		umount /mnt/isergw-vm 2>/dev/null
+		iscsiadm -m node -T "$IQN" --logout >/dev/null 2>&1
+	fi
+	[ -z "$ISCSID_PID" ] || { kill "$ISCSID_PID"; wait "$ISCSID_PID"; } 2>/dev/null
+	if [ -n "$DAEMON_PID" ]; then
+		kill -TERM "$DAEMON_PID" 2>/dev/null
+		wait "$DAEMON_PID" 2>/dev/null
+	fi
+	if [ -n "$WORK" ] && [ -n "${ISERGW_VM_RESULTS:-}" ]; then
+		cp "$WORK/isergw.log" "$WORK/iscsid.log" "$ISERGW_VM_RESULTS/" 2>/dev/null
+	fi
+	echo "test_kernel_initiator: guest part took $((SECONDS - T0)) s, status $rc"
+	exit $rc
+}
+
+# Discovery always goes over TCP; with iser the login goes to an iSER portal on the same
+# address (an rxe-backed interface).
+iser_portal() {
+	[ "$TRANSPORT" = iser ] || return 0
+	printf '\n[portal iser]\naddress = %s\nport = 3260\ntransport = iser\n' "$ISERGW_VM_ADDR0"
+}
+
+write_config() {
+	cat >"$WORK/isergw.conf" <<CONF
+[gateway]
+var_dir = $WORK/var
+status_socket = $WORK/isergw.sock
+reactors = 2
+pool_size = 64M
+log_level = info
+
+[portal tcp]
+address = $ISERGW_VM_ADDR0
+port = 3260
+$(iser_portal)
+
+[target $IQN]
+alias = vm
+
+[lun $IQN:0]
+path = $WORK/lun0.img
+size = 256M
+block_size = 512
+CONF
+}
+
+check_rdma_base() {
+	step "rxe0 and rxe1 are ACTIVE on the veth pair"
+	local links
+	links=$(rdma link show)
+	echo "$links"
+	echo "$links" | grep -q "^link rxe0/1 state ACTIVE .*netdev veth0" || fail "no active rxe0 on veth0"
+	echo "$links" | grep -q "^link rxe1/1 state ACTIVE .*netdev veth1" || fail "no active rxe1 on veth1"
+	pass
+
+	step "rping $ISERGW_VM_ADDR1 -> $ISERGW_VM_ADDR0 over soft-RoCE"
+	local srv rc=0
+	timeout 60 rping -s -a "$ISERGW_VM_ADDR0" -C 3 >"$WORK/rping-server.log" 2>&1 &
+	srv=$!
+	sleep 2
+	timeout 60 rping -c -a "$ISERGW_VM_ADDR0" -I "$ISERGW_VM_ADDR1" -C 3 -v || rc=$?
+	wait "$srv" || rc=$((rc ? rc : 100 + $?))
+	[ "$rc" -eq 0 ] || { cat "$WORK/rping-server.log"; fail "rping failed ($rc)"; }
+	pass
+}
+
+start_isergw() {
+	step "isergw starts on $ISERGW_VM_ADDR0:3260"
+	write_config
+	"$BIN/isergw" --config "$WORK/isergw.conf" >"$WORK/isergw.log" 2>&1 &
+	DAEMON_PID=$!
+	local i
+	for i in $(seq 1 300); do
+		grep -q "listening for iSCSI/TCP" "$WORK/isergw.log" && [ -S "$WORK/isergw.sock" ] && break
+		kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$WORK/isergw.log"; fail "isergw exited at start"; }
+		[ "$i" -lt 300 ] || fail "isergw did not start in 30 s"
+		sleep 0.1
+	done
+	pass
+}
+
+start_iscsid() {
+	step "iscsid runs"
+	mkdir -p /etc/iscsi
+	echo "InitiatorName=$INITIATOR" >/etc/iscsi/initiatorname.iscsi
+	setsid iscsid -f >"$WORK/iscsid.log" 2>&1 &
+	ISCSID_PID=$!
+	local i rc
+	# iscsiadm answers 21 (no sessions) once iscsid listens on its control socket.
+	for i in $(seq 1 100); do
+		rc=0
+		iscsiadm -m session >/dev/null 2>&1 || rc=$?
+		[ "$rc" -eq 21 ] && break
+		kill -0 "$ISCSID_PID" 2>/dev/null || { cat "$WORK/iscsid.log"; fail "iscsid exited"; }
+		[ "$i" -lt 100 ] || fail "iscsid not answering (iscsiadm -m session: $rc)"
+		sleep 0.2
+	done
+	pass
+}
+
+discover() {
+	step "SendTargets discovery on $ISERGW_VM_ADDR0:3260"
+	local out
+	out=$(iscsiadm -m discovery -t st -p "$ISERGW_VM_ADDR0:3260" 2>&1) || {
+		echo "$out"
+		fail_target "discovery failed"
+	}
+	echo "$out"
+	echo "$out" | grep -q "^$ISERGW_VM_ADDR0:3260,[0-9]* $IQN\$" ||
+		fail_target "no record '$ISERGW_VM_ADDR0:3260,N $IQN' in the SendTargets answer"
+	pass
+}
+
+# login: logs in and sets DISK to the attached /dev/sdX.
+login() {
+	step "login over $TRANSPORT ($1)"
+	local out i dev=""
+	if [ "$TRANSPORT" = iser ]; then
+		iscsiadm -m node -T "$IQN" -p "$ISERGW_VM_ADDR0:3260" -o update \
+			-n iface.transport_name -v iser || fail "iscsiadm: cannot set the iser transport"
+	fi
+	out=$(iscsiadm -m node -T "$IQN" -p "$ISERGW_VM_ADDR0:3260" --login 2>&1) || {
+		echo "$out"
+		fail_target "login failed"
+	}
+	echo "$out"
+	for i in $(seq 1 150); do
+		dev=$(iscsiadm -m session -P 3 2>/dev/null | awk '/Attached scsi disk/ { print $4; exit }')
+		[ -n "$dev" ] && [ -b "/dev/$dev" ] && break
+		[ "$i" -lt 150 ] || { iscsiadm -m session -P 3; fail_target "no disk attached after 30 s"; }
+		sleep 0.2
+	done
+	DISK=/dev/$dev
+	local size
+	size=$(blockdev --getsize64 "$DISK")
+	[ "$size" -eq $((256 << 20)) ] || fail_target "$DISK has $size bytes, not 256 MiB"
+	echo "disk $DISK, $size bytes"
+	pass
+}
+
+logout() {
+	step "logout ($1)"
+	iscsiadm -m node -T "$IQN" -p "$ISERGW_VM_ADDR0:3260" --logout || fail_target "logout failed"
+	local rc=0
+	iscsiadm -m session >/dev/null 2>&1 || rc=$?
+	[ "$rc" -eq 21 ] || fail "a session is left after logout (iscsiadm -m session: $rc)"
+	[ ! -b "$DISK" ] || fail "$DISK still exists after logout"
+	pass
+}
+
+pattern_io() {
+	step "O_DIRECT pattern write and read-back on $DISK"
+	head -c $((8 << 20)) /dev/urandom >"$WORK/pattern8m"
+	head -c $((1 << 20)) /dev/urandom >"$WORK/pattern1m"
+	# 8 MiB at offset 0 in 1 MiB requests; 1 MiB at 200 MiB + 4 KiB in 4 KiB requests.
+	dd if="$WORK/pattern8m" of="$DISK" bs=1M oflag=direct status=none || fail_target "write 1 MiB requests"
+	dd if="$WORK/pattern1m" of="$DISK" bs=4k seek=$(((200 << 8) + 1)) oflag=direct status=none ||
+		fail_target "write 4 KiB requests"
+	dd if="$DISK" bs=1M count=8 iflag=direct status=none | cmp - "$WORK/pattern8m" ||
+		fail_target "read-back of the 1 MiB requests differs"
+	dd if="$DISK" bs=4k skip=$(((200 << 8) + 1)) count=256 iflag=direct status=none |
+		cmp - "$WORK/pattern1m" || fail_target "read-back of the 4 KiB requests differs"
+	# A read straddling both written regions' neighbours: unwritten blocks read as zeros.
+	dd if="$DISK" bs=4k skip=$((200 << 8)) count=1 iflag=direct status=none | cmp - <(head -c 4096 /dev/zero) ||
+		fail_target "an unwritten block is not zero"
+	pass
+}
+
+make_fs() {
+	step "mkfs.ext4, mount, write files"
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 -L isergw-vm "$DISK" || fail_target "mkfs.ext4"
+	mkdir -p /mnt/isergw-vm
+	mount -t ext4 "$DISK" /mnt/isergw-vm || fail_target "mount"
+	mkdir -p /mnt/isergw-vm/dir/sub
+	head -c $((3 << 20)) /dev/urandom >/mnt/isergw-vm/big.bin
+	head -c 12345 /dev/urandom >/mnt/isergw-vm/dir/odd.bin
+	local i
+	for i in $(seq 1 20); do
+		echo "file $i of the isergw VM test" >"/mnt/isergw-vm/dir/sub/f$i.txt"
+	done
+	(cd /mnt/isergw-vm && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum) >"$WORK/sums"
+	[ "$(wc -l <"$WORK/sums")" -eq 22 ] || fail "expected 22 files"
+	umount /mnt/isergw-vm || fail_target "umount"
+	pass
+}
+
+check_fs() {
+	step "fsck.ext4 -n is clean, files intact"
+	fsck.ext4 -n -f "$DISK" || fail_target "fsck.ext4 -n found problems (status $?)"
+	mount -t ext4 -o ro "$DISK" /mnt/isergw-vm || fail_target "mount after the new login"
+	(cd /mnt/isergw-vm && sha256sum --quiet -c "$WORK/sums") || fail_target "file checksums differ"
+	umount /mnt/isergw-vm || fail_target "umount"
+	pass
+}
+
+# The kernel logs every failed SCSI command ("FAILED Result", sense key, CDB) and every
+# connection error; a clean run has none. The initiator may have recovered (mkfs falls back
+# to writing zeroes itself), so the steps above can pass while isergw answered wrongly.
+check_kernel_log() {
+	step "no SCSI command failed and no connection error in the kernel log"
+	local bad
+	bad=$(dmesg | grep -E 'FAILED Result|Sense Key|Add\. Sense|CDB:|I/O error|critical .* error|conn error|iscsi.*(error|fail)|session recovery' || true)
+	[ -z "$bad" ] && { pass; return; }
+	echo "$bad" | head -40
+	local failed conn kinds
+	failed=$(echo "$bad" | grep -c 'FAILED Result' || true)
+	conn=$(echo "$bad" | grep -c 'conn error' || true)
+	# "CDB: Write same(16) 93 00 ..." + "Sense Key : Hardware Error" -> one line per kind.
+	kinds=$(echo "$bad" | sed -nE 's/.*\] tag#[0-9]+ (Sense Key : |Add\. Sense: |CDB: )/\1/p' |
+		sed -E 's/( [0-9a-f]{2})+ *$//; s/ *\[current\] *$//' | sort | uniq -c | tr -s ' ' | paste -sd ';' -)
+	if [ "$failed" -gt 0 ]; then
+		fail "ISERGW BUG: it answered $failed SCSI command(s) with CHECK CONDITION ($kinds); $conn connection error(s)"
+	fi
+	fail_target "$conn connection error(s) in the kernel log"
+}
+
+stop_isergw() {
+	step "isergw stops on SIGTERM with status 0 and no error"
+	local pid=$DAEMON_PID rc=0 i
+	DAEMON_PID=""
+	kill -TERM "$pid"
+	for i in $(seq 1 300); do
+		kill -0 "$pid" 2>/dev/null || break
+		[ "$i" -lt 300 ] || { kill -KILL "$pid"; fail_target "isergw did not stop within 30 s of SIGTERM"; }
+		sleep 0.1
+	done
+	wait "$pid" || rc=$?
+	echo "--- isergw log"
+	cat "$WORK/isergw.log"
+	[ "$rc" -eq 0 ] || fail_target "isergw exit status $rc"
+	! grep -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$WORK/isergw.log" ||
+		fail_target "sanitizer report"
+	! grep -E '^[0-9:.]+ ERROR ' "$WORK/isergw.log" || fail_target "ERROR lines in the isergw log"
+	pass
+}
+
+check_backing_file() {
+	step "the backing file holds the same file system (cache flushed on SIGTERM)"
+	fsck.ext4 -n -f "$WORK/lun0.img" || fail_target "fsck.ext4 -n on the backing file (status $?)"
+	local sum name got
+	while read -r sum name; do
+		got=$(debugfs -R "cat /${name#./}" "$WORK/lun0.img" 2>/dev/null | sha256sum | cut -d' ' -f1)
+		[ "$got" = "$sum" ] || fail_target "$name differs in the backing file"
+	done <"$WORK/sums"
+	pass
+}
+
+guest_main() {
+	WORK=$(mktemp -d /tmp/kernel-initiator.XXXXXX)
+	trap guest_cleanup EXIT
+	echo "test_kernel_initiator: in the guest, kernel $(uname -r), transport $TRANSPORT"
+	check_rdma_base
+	start_isergw
+	start_iscsid
+	discover
+	login "first"
+	pattern_io
+	make_fs
+	logout "first"
+	login "second"
+	check_fs
+	logout "second"
+	kill "$ISCSID_PID"
+	wait "$ISCSID_PID" 2>/dev/null || true
+	ISCSID_PID=""
+	stop_isergw
+	check_backing_file
+	check_kernel_log
+	echo "PASS: all steps ($((SECONDS - T0)) s in the guest)"
+}
+
+if [ -n "${ISERGW_VM:-}" ]; then
+	guest_main
+else
+	host_main
+fi
