@@ -49,7 +49,7 @@ die() {
 }
 
 usage() {
-	sed -n '8,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '8,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -100,7 +100,11 @@ prepare_kernel() {
 		echo "vm.sh: fetching $pkg with apt-get download" >&2
 		rm -rf "$KROOT" "$VM_DIR/deb"
 		mkdir -p "$VM_DIR/deb"
-		(cd "$VM_DIR/deb" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) || die "apt-get download $pkg failed" 3
+		# Stale package lists name a version the mirror no longer has: update once and retry.
+		(cd "$VM_DIR/deb" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) ||
+			{ apt-get update -qq >&2 && (cd "$VM_DIR/deb" &&
+				apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2); } ||
+			die "apt-get download $pkg failed" 3
 		deb=$(echo "$VM_DIR"/deb/"$pkg"_*.deb)
 		[ -f "$deb" ] || die "no .deb for $pkg in $VM_DIR/deb" 3
 		dpkg-deb -x "$deb" "$KROOT"
