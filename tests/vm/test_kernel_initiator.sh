@@ -4,7 +4,8 @@
 #   test_kernel_initiator.sh [tcp|iser]   (iser needs the iSER transport in isergw, issue 7)
 # On the host it boots the VM and runs itself inside; inside, step by step with a PASS or
 # FAIL line each:
-#   soft-RoCE base: rxe0/rxe1 ACTIVE on the veth pair, rping 10.99.0.2 -> 10.99.0.1
+#   soft-RoCE base: rxe0/rxe1 ACTIVE on the veth pair, rping 10.99.0.2 -> 10.99.0.1,
+#   rxe-setup/rxe.sh up/down on another veth
 #   isergw (Release build of this tree) on 10.99.0.1:3260, 256 MiB file LUN on tmpfs
 #   iscsid; SendTargets discovery; login; the disk from `iscsiadm -m session -P 3`
 #   O_DIRECT pattern write and read-back (1 MiB and 4 KiB requests, four parallel writers)
@@ -169,6 +170,15 @@ check_rdma_base() {
 	echo "$links"
 	echo "$links" | grep -q "^link rxe0/1 state ACTIVE .*netdev veth0" || fail "no active rxe0 on veth0"
 	echo "$links" | grep -q "^link rxe1/1 state ACTIVE .*netdev veth1" || fail "no active rxe1 on veth1"
+	pass
+
+	step "rxe-setup/rxe.sh up and down on a second veth pair"
+	ip link add veth2 type veth peer name veth3 || fail "veth2/veth3"
+	bash "$SRC/rxe-setup/rxe.sh" up veth2 rxe2 || fail "rxe.sh up veth2 rxe2"
+	rdma link show rxe2/1 | grep -q "netdev veth2" || fail "rxe2 not on veth2"
+	bash "$SRC/rxe-setup/rxe.sh" down rxe2 || fail "rxe.sh down rxe2"
+	[ ! -e /sys/class/infiniband/rxe2 ] || fail "rxe2 still exists after rxe.sh down"
+	ip link delete veth2 || fail "deleting veth2"
 	pass
 
 	step "rping $ISERGW_VM_ADDR1 -> $ISERGW_VM_ADDR0 over soft-RoCE"
