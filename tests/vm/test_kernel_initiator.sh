@@ -8,7 +8,8 @@
 #   rxe-setup/rxe.sh up/down on another veth
 #   isergw (Release build of this tree) on 10.99.0.1:3260, 256 MiB file LUN on tmpfs
 #   iscsid; SendTargets discovery; login; the disk from `iscsiadm -m session -P 3`
-#   O_DIRECT pattern write and read-back (1 MiB and 4 KiB requests, four parallel writers)
+#   O_DIRECT pattern write and read-back (1 MiB and 4 KiB requests, four parallel writers),
+#   blkdiscard of a written range reads back zeroes
 #   12 s idle: the initiator's and the target's NOP pings keep the session up
 #   mkfs.ext4, mount, files with known checksums, umount, logout
 #   login again, fsck.ext4 -n clean, mount, checksums match, umount, logout
@@ -54,7 +55,7 @@ host_main() {
 	bash "$SRC/rxe-setup/vm.sh" check || skip_or_fail "the VM harness lacks a tool"
 	[ "$(id -u)" -eq 0 ] || skip_or_fail "the VM harness runs as root (9p export of /)"
 	local t missing=()
-	for t in iscsiadm iscsid rping rdma mkfs.ext4 fsck.ext4 debugfs dd cmp sha256sum; do
+	for t in iscsiadm iscsid rping rdma mkfs.ext4 fsck.ext4 debugfs dd cmp sha256sum blkdiscard; do
 		command -v "$t" >/dev/null || missing+=("$t")
 	done
 	[ ${#missing[@]} -eq 0 ] || {
@@ -263,6 +264,11 @@ login() {
 	size=$(blockdev --getsize64 "$DISK")
 	[ "$size" -eq $((256 << 20)) ] || fail_target "$DISK has $size bytes, not 256 MiB"
 	echo "disk $DISK, $size bytes"
+	# What the kernel made of isergw's VPD pages (transfer and discard limits), for the log.
+	local q=/sys/block/$dev/queue
+	echo "limits: max_sectors_kb $(cat "$q/max_sectors_kb") max_hw_sectors_kb $(cat "$q/max_hw_sectors_kb")" \
+		"discard_max_bytes $(cat "$q/discard_max_bytes") write_zeroes_max_bytes $(cat "$q/write_zeroes_max_bytes")" \
+		"provisioning_mode $(cat /sys/block/"$dev"/device/scsi_disk/*/provisioning_mode)"
 	pass
 }
 
@@ -301,6 +307,13 @@ pattern_io() {
 	done
 	dd if="$DISK" bs=64k skip=1600 count=128 iflag=direct status=none | cmp - "$WORK/pattern8m" ||
 		fail_target "read-back of the parallel writes differs"
+	# Discard (UNMAP or WRITE SAME with UNMAP, as the kernel chose from the VPD pages): the
+	# LUN is thin and reports LBPRZ, so the range reads back as zeroes.
+	dd if="$WORK/pattern1m" of="$DISK" bs=64k seek=$((120 << 4)) oflag=direct status=none ||
+		fail_target "write before the discard"
+	blkdiscard -o $((120 << 20)) -l $((1 << 20)) "$DISK" || fail_target "blkdiscard"
+	dd if="$DISK" bs=64k skip=$((120 << 4)) count=16 iflag=direct status=none |
+		cmp - <(head -c $((1 << 20)) /dev/zero) || fail_target "a discarded range does not read zeroes"
 	# A read straddling both written regions' neighbours: unwritten blocks read as zeros.
 	dd if="$DISK" bs=4k skip=$((200 << 8)) count=1 iflag=direct status=none | cmp - <(head -c 4096 /dev/zero) ||
 		fail_target "an unwritten block is not zero"
