@@ -13,9 +13,12 @@
 #   12 s idle: the initiator's and the target's NOP pings keep the session up
 #   mkfs.ext4, mount, files with known checksums, umount, logout
 #   login again, fsck.ext4 -n clean, mount, checksums match, umount, logout
+#   the guest kernel logged no failed SCSI command and no connection error so far
+#   login with the initiator's NOPs off: a command timing out on a slowed backend (fault
+#   injection) is aborted by the kernel (ABORT TASK, maybe LUN RESET): answered, session kept
+#   isergw restarted (SIGTERM, start) under the live session: the initiator reconnects
 #   SIGTERM: isergw exits 0 with no ERROR line and no sanitizer report
 #   the backing file holds a clean ext4 with the same files (the cache was flushed)
-#   the guest kernel logged no failed SCSI command and no connection error
 # Skips (77) only where qemu cannot run at all and not in CI, and for sanitized builds (an
 # ASan daemon under TCG is far too slow; the same rule as test_bench_smoke). In CI (CI set)
 # a missing tool fails. Logs of the last run: $BUILD/vm/results-kernel-$TRANSPORT/.
@@ -108,6 +111,14 @@ fail() {
 
 # Steps that fail because of isergw (not the harness) say so: the PDU-level detail is in
 # the isergw and kernel logs the trap copies to the results share.
+# defer_fail MESSAGE: a FAIL line now, the test's failure at the end (later steps still run
+# and report).
+DEFERRED=0
+defer_fail() {
+	echo "FAIL: $STEP: $*" >&2
+	DEFERRED=$((DEFERRED + 1))
+}
+
 fail_target() {
 	fail "$* [an initiator-visible failure: isergw.log and dmesg.log in the results say whether isergw caused it]"
 }
@@ -161,6 +172,7 @@ alias = vm
 path = $WORK/lun0.img
 size = 256M
 block_size = 512
+fault_injection = yes
 CONF
 }
 
@@ -193,18 +205,25 @@ check_rdma_base() {
 	pass
 }
 
+# launch_isergw: starts the daemon (appending to its log) and waits until it serves.
+launch_isergw() {
+	local lines i
+	lines=$(wc -l <"$WORK/isergw.log" 2>/dev/null || echo 0)
+	"$BIN/isergw" --config "$WORK/isergw.conf" >>"$WORK/isergw.log" 2>&1 &
+	DAEMON_PID=$!
+	for i in $(seq 1 300); do
+		tail -n +$((lines + 1)) "$WORK/isergw.log" | grep -q "listening for iSCSI/TCP" &&
+			[ -S "$WORK/isergw.sock" ] && return 0
+		kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$WORK/isergw.log"; fail "isergw exited at start"; }
+		sleep 0.1
+	done
+	fail "isergw did not start in 30 s"
+}
+
 start_isergw() {
 	step "isergw starts on $ISERGW_VM_ADDR0:3260"
 	write_config
-	"$BIN/isergw" --config "$WORK/isergw.conf" >"$WORK/isergw.log" 2>&1 &
-	DAEMON_PID=$!
-	local i
-	for i in $(seq 1 300); do
-		grep -q "listening for iSCSI/TCP" "$WORK/isergw.log" && [ -S "$WORK/isergw.sock" ] && break
-		kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$WORK/isergw.log"; fail "isergw exited at start"; }
-		[ "$i" -lt 300 ] || fail "isergw did not start in 30 s"
-		sleep 0.1
-	done
+	launch_isergw
 	pass
 }
 
@@ -365,7 +384,7 @@ check_fs() {
 # connection error; a clean run has none. The initiator may have recovered (mkfs falls back
 # to writing zeroes itself), so the steps above can pass while isergw answered wrongly.
 check_kernel_log() {
-	step "no SCSI command failed and no connection error in the kernel log"
+	step "no SCSI command failed and no connection error in the kernel log (so far)"
 	local bad
 	bad=$(dmesg | grep -E 'FAILED Result|Sense Key|Add\. Sense|CDB:|I/O error|critical .* error|conn error|iscsi.*(error|fail)|session recovery' || true)
 	[ -z "$bad" ] && { pass; return; }
@@ -377,9 +396,68 @@ check_kernel_log() {
 	kinds=$(echo "$bad" | sed -nE 's/.*\] tag#[0-9]+ (Sense Key : |Add\. Sense: |CDB: )/\1/p' |
 		sed -E 's/( [0-9a-f]{2})+ *$//; s/ *\[current\] *$//' | sort | uniq -c | tr -s ' ' | paste -sd ';' -)
 	if [ "$failed" -gt 0 ]; then
-		fail "ISERGW BUG: it answered $failed SCSI command(s) with CHECK CONDITION ($kinds); $conn connection error(s)"
+		defer_fail "ISERGW BUG: it answered $failed SCSI command(s) with CHECK CONDITION ($kinds); $conn connection error(s)"
+		return
 	fi
-	fail_target "$conn connection error(s) in the kernel log"
+	defer_fail "$conn connection error(s) in the kernel log [isergw.log and dmesg.log in the results say whether isergw caused them]"
+}
+
+# node_setting NAME VALUE: an open-iscsi node setting for the next login.
+node_setting() {
+	iscsiadm -m node -T "$IQN" -p "$ISERGW_VM_ADDR0:3260" -o update -n "$1" -v "$2" ||
+		fail "iscsiadm: cannot set $1"
+}
+
+# The kernel's SCSI error handling: the backend is slowed to 8 s per I/O (fault injection),
+# the device timeout is 1 s and the initiator's NOP-Outs are off, so an uncached read times
+# out. iscsi_tcp grants one more timeout to a command that made progress, and the block
+# layer rounds timeouts up to a second, so the ABORT TASK goes out within about 4 s, well
+# before the read completes. The retried read may time out again and escalate to a LUN
+# reset (a race with the 8 s read). isergw must answer every task management function
+# with "function complete" and keep the session and the data.
+error_handling() {
+	step "a timed-out command: ABORT TASK (maybe LUN RESET) answered, session and data kept"
+	local log_lines rc=0 t0=$SECONDS
+	log_lines=$(wc -l <"$WORK/isergw.log")
+	echo "initiator NOP-Out interval/timeout:" \
+		"$(cat /sys/class/iscsi_connection/connection*/recv_tmo)/$(cat /sys/class/iscsi_connection/connection*/ping_tmo) s"
+	echo 1 >"/sys/block/${DISK#/dev/}/device/timeout"
+	"$BIN/isergw-ctl" --socket "$WORK/isergw.sock" fault "$IQN" 0 delay_ms=8000 ||
+		fail "isergw-ctl fault failed"
+	dd if="$DISK" of=/dev/null bs=64k count=1 skip=$((250 << 4)) iflag=direct status=none || rc=$?
+	"$BIN/isergw-ctl" --socket "$WORK/isergw.sock" fault "$IQN" 0 || fail "isergw-ctl fault (clear) failed"
+	echo 30 >"/sys/block/${DISK#/dev/}/device/timeout"
+	echo "the slow read ended with status $rc after $((SECONDS - t0)) s; task management in isergw's log:"
+	tail -n +$((log_lines + 1)) "$WORK/isergw.log" | grep "task management" || true
+	[ "$rc" -eq 0 ] || fail_target "the read failed after the kernel's error handling"
+	tail -n +$((log_lines + 1)) "$WORK/isergw.log" | grep -q "task management function 1 LUN 0 -> response 0" ||
+		fail_target "no ABORT TASK answered with 'function complete' in isergw's log"
+	! tail -n +$((log_lines + 1)) "$WORK/isergw.log" | grep "task management" | grep -v "response 0" ||
+		fail_target "a task management function was not answered with 'function complete'"
+	iscsiadm -m session -P 1 | grep -q "iSCSI Session State: LOGGED_IN" || fail_target "the session is gone"
+	dmesg | grep -E 'session recovery|conn error' && fail_target "the error handling dropped the connection"
+	pass
+}
+
+# isergw restarted under a live session (an upgrade): the initiator reconnects by itself and
+# the file system is intact.
+restart_under_session() {
+	step "isergw restarts under a live session; the initiator reconnects"
+	local pid=$DAEMON_PID rc=0 i
+	DAEMON_PID=""
+	kill -TERM "$pid"
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 0 ] || fail_target "isergw exit status $rc at the restart"
+	sleep 1
+	launch_isergw
+	for i in $(seq 1 60); do
+		iscsiadm -m session -P 1 2>/dev/null | grep -q "iSCSI Session State: LOGGED_IN" && break
+		[ "$i" -lt 60 ] || { iscsiadm -m session -P 1; fail_target "no reconnect within 60 s"; }
+		sleep 1
+	done
+	echo "reconnected after $i s"
+	fsck.ext4 -n -f "$DISK" >/dev/null || fail_target "fsck.ext4 -n after the restart (status $?)"
+	pass
 }
 
 stop_isergw() {
@@ -431,12 +509,22 @@ guest_main() {
 	login "second"
 	check_fs
 	logout "second"
+	check_kernel_log
+	node_setting node.conn[0].timeo.noop_out_interval 0
+	node_setting node.conn[0].timeo.noop_out_timeout 0
+	login "third, initiator NOP-Outs off"
+	error_handling
+	restart_under_session
+	logout "third"
 	kill "$ISCSID_PID"
 	wait "$ISCSID_PID" 2>/dev/null || true
 	ISCSID_PID=""
 	stop_isergw
 	check_backing_file
-	check_kernel_log
+	if [ "$DEFERRED" -gt 0 ]; then
+		echo "FAIL: $DEFERRED step(s) failed ($((SECONDS - T0)) s in the guest)" >&2
+		exit 1
+	fi
 	echo "PASS: all steps ($((SECONDS - T0)) s in the guest)"
 }
 
