@@ -82,6 +82,10 @@ host_main() {
 		echo "--- isergw log (tail) ---" >&2
 		tail -40 "$results/isergw.log" >&2
 	fi
+	if [ "$rc" -ne 0 ] && [ -f "$results/output.log" ]; then
+		echo "--- failed steps ---" >&2
+		grep '^FAIL: ' "$results/output.log" >&2 || true
+	fi
 	# Never 77 from here: a skip is decided above, before the VM runs.
 	[ "$rc" -eq 0 ] || exit 1
 }
@@ -109,8 +113,6 @@ fail() {
 	exit 1
 }
 
-# Steps that fail because of isergw (not the harness) say so: the PDU-level detail is in
-# the isergw and kernel logs the trap copies to the results share.
 # defer_fail MESSAGE: a FAIL line now, the test's failure at the end (later steps still run
 # and report).
 DEFERRED=0
@@ -119,6 +121,8 @@ defer_fail() {
 	DEFERRED=$((DEFERRED + 1))
 }
 
+# Steps that fail where isergw may be the cause (not the harness) say so: the PDU-level
+# detail is in the isergw and kernel logs the trap copies to the results share.
 fail_target() {
 	fail "$* [an initiator-visible failure: isergw.log and dmesg.log in the results say whether isergw caused it]"
 }
