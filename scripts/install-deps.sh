@@ -10,9 +10,16 @@ TEST_PKGS=(libcriterion-dev libiscsi-bin tgt python3 procps prometheus jq)
 # driver (qemu-block-extra), loopback TCP limit, --profile (perf). The test list includes
 # them, so that the bench smoke test always runs under `make test`.
 BENCH_PKGS=(gnuplot-nox qemu-utils qemu-block-extra iperf3 linux-perf)
+# Soft-RoCE VM harness (rxe-setup/vm.sh) and the tests inside it: qemu (TCG), a static
+# busybox for the initramfs, kmod (depmod/modprobe for the guest kernel's modules), the Linux
+# initiator (open-iscsi), RDMA tools for the rxe smoke checks, e2fsprogs for mkfs/fsck.
+# The guest kernel itself (linux-image-6.1.0-N-amd64) is fetched by vm.sh with
+# `apt-get download` into build/vm/, never installed.
+VM_PKGS=(qemu-system-x86 busybox-static kmod iproute2 open-iscsi rdma-core ibverbs-utils
+	rdmacm-utils e2fsprogs)
 want=("${BUILD_PKGS[@]}")
 case "${1:-build}" in
-test | bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}") ;;
+test | bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}" "${VM_PKGS[@]}") ;;
 build) ;;
 *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
