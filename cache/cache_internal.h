@@ -75,6 +75,8 @@ struct volume {
         uint32_t blocks_per_line;
         struct wlog *wlog; /* NULL: no write log */
         uint64_t wlog_key;
+        const struct volume_mirror_ops *mirror_ops; /* NULL: not mirrored */
+        void *mirror_ctx;
 
         /* Command order. */
         uint32_t next_seq;

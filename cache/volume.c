@@ -44,12 +44,27 @@ uint64_t volume_size(const struct volume *v)
         return v->size;
 }
 
-static void submit_now(struct volume *v, struct volume_io *io)
+void volume_submit_local(struct volume *v, struct volume_io *io)
 {
         if (v->cache)
                 cache_submit(v, io);
         else
                 backend_submit(v->backend, io);
+}
+
+static bool changes_data(const struct volume_io *io)
+{
+        return io->length &&
+               (io->op == VOLUME_WRITE || io->op == VOLUME_UNMAP || io->op == VOLUME_WRITE_ZEROES);
+}
+
+/* After the log: the mirror, then the local copy. */
+static void submit_now(struct volume *v, struct volume_io *io)
+{
+        if (v->mirror_ops && changes_data(io))
+                v->mirror_ops->submit(v->mirror_ctx, io);
+        else
+                volume_submit_local(v, io);
 }
 
 static void ticket_lock(struct volume *v)
@@ -62,6 +77,44 @@ static void ticket_unlock(struct volume *v)
 {
         if (v->cache)
                 pthread_mutex_unlock(&v->cache->lock);
+}
+
+/* Writes that arrive without a ticket (emulated commands) take one now: the log and the
+ * mirror record it, so both order them as the cache does. */
+static void ensure_seq(struct volume *v, struct volume_io *io)
+{
+        if (io->seq)
+                return;
+        ticket_lock(v);
+        io->seq = v->next_seq++;
+        if (!io->seq)
+                io->seq = v->next_seq++;
+        ticket_unlock(v);
+}
+
+void volume_set_mirror(struct volume *v, const struct volume_mirror_ops *ops, void *ctx)
+{
+        v->mirror_ops = ops;
+        v->mirror_ctx = ctx;
+}
+
+uint32_t volume_reserve_seqs(struct volume *v, uint32_t n)
+{
+        ticket_lock(v);
+        uint32_t first = v->next_seq;
+        v->next_seq += n;
+        ticket_unlock(v);
+        return first;
+}
+
+bool volume_older_write_active(struct volume *v, const struct volume_ticket *t)
+{
+        bool found = false;
+        ticket_lock(v);
+        for (const struct volume_ticket *o = v->tickets_head; o && o != t && !found; o = o->next)
+                found = o->offset < t->offset + t->length && t->offset < o->offset + o->length;
+        ticket_unlock(v);
+        return found;
 }
 
 void volume_set_wlog(struct volume *v, struct wlog *log, uint64_t key)
@@ -129,11 +182,6 @@ static void log_then_submit(struct volume *v, struct volume_io *io)
         struct logged_io *lio;
         while (!(lio = malloc(sizeof(*lio))))
                 usleep(1000); /* a write is never failed for want of memory for its record */
-        if (!io->seq) {
-                ticket_lock(v);
-                io->seq = v->next_seq++;
-                ticket_unlock(v);
-        }
         *lio = (struct logged_io){.v = v, .io = io, .done = io->done, .priv = io->priv};
         lio->entry.rec = (struct wlog_record){.op = wlog_ops[io->op],
                                               .key = v->wlog_key,
@@ -153,8 +201,9 @@ static void log_then_submit(struct volume *v, struct volume_io *io)
 void volume_submit(struct volume *v, struct volume_io *io)
 {
         io->line_kept = false;
-        if (v->wlog && io->length &&
-            (io->op == VOLUME_WRITE || io->op == VOLUME_UNMAP || io->op == VOLUME_WRITE_ZEROES))
+        if ((v->wlog || v->mirror_ops) && changes_data(io))
+                ensure_seq(v, io);
+        if (v->wlog && changes_data(io))
                 log_then_submit(v, io);
         else
                 submit_now(v, io);

@@ -69,6 +69,23 @@ void volume_write_end(struct volume *v, struct volume_ticket *t);
  * key before the volume goes on with it. Before any I/O is submitted. */
 void volume_set_wlog(struct volume *v, struct wlog *log, uint64_t key);
 
+/* A mirror in front of the cache (repl/mirror.h): writes, UNMAPs and WRITE ZEROES of v (after
+ * the write log, with their order ticket set) go to submit(ctx, io) instead of the cache; the
+ * mirror calls volume_submit_local() when the local copy may be written and completes io on
+ * io->reactor itself. Set before any I/O is submitted. */
+struct volume_mirror_ops {
+        void (*submit)(void *ctx, struct volume_io *io);
+};
+void volume_set_mirror(struct volume *v, const struct volume_mirror_ops *ops, void *ctx);
+void volume_submit_local(struct volume *v, struct volume_io *io);
+
+/* Order tickets for a peer: reserves n consecutive tickets and returns the first, so that the
+ * peer's writes order after every write this volume has seen so far. */
+uint32_t volume_reserve_seqs(struct volume *v, uint32_t n);
+/* Whether a write with an older ticket than t that overlaps t's range is still running (a
+ * resync must not read the range before it ends). */
+bool volume_older_write_active(struct volume *v, const struct volume_ticket *t);
+
 /* A line for an I/O of this volume, from the caller's partition if it can (evicting clean
  * cache lines when the pool is short). NULL means "wait and try again": the pool is full of
  * dirty or busy lines, or (for_write) dirty data is at the hard limit, so new writes wait

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "iscsi/crc32c.h"
+#include "src/le.h"
 #include "src/log.h"
 
 #define SLOT_SIZE                 512u
@@ -72,56 +73,28 @@ struct wlog {
 
 /* ---------------- encoding ---------------- */
 
-static void put32(uint8_t *p, uint32_t v)
-{
-        for (int i = 0; i < 4; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-        for (int i = 0; i < 8; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-        uint32_t v = 0;
-        for (int i = 3; i >= 0; i--)
-                v = v << 8 | p[i];
-        return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-        uint64_t v = 0;
-        for (int i = 7; i >= 0; i--)
-                v = v << 8 | p[i];
-        return v;
-}
-
 /* Header slot: magic 0, version 8, generation 12, area 20, tail_lsn 28, tail_off 36, crc 60. */
 static void header_encode(const struct wlog_header *h, uint8_t slot[SLOT_SIZE])
 {
         memset(slot, 0, SLOT_SIZE);
-        put64(slot, HDR_MAGIC);
-        put32(slot + 8, HDR_VERSION);
-        put64(slot + 12, h->generation);
-        put64(slot + 20, h->area_size);
-        put64(slot + 28, h->tail_lsn);
-        put64(slot + 36, h->tail_off);
-        put32(slot + 60, crc32c(0, slot, 60));
+        le_put64(slot, HDR_MAGIC);
+        le_put32(slot + 8, HDR_VERSION);
+        le_put64(slot + 12, h->generation);
+        le_put64(slot + 20, h->area_size);
+        le_put64(slot + 28, h->tail_lsn);
+        le_put64(slot + 36, h->tail_off);
+        le_put32(slot + 60, crc32c(0, slot, 60));
 }
 
 static bool header_decode(const uint8_t slot[SLOT_SIZE], struct wlog_header *h)
 {
-        if (get64(slot) != HDR_MAGIC || get32(slot + 8) != HDR_VERSION ||
-            get32(slot + 60) != crc32c(0, slot, 60))
+        if (le_get64(slot) != HDR_MAGIC || le_get32(slot + 8) != HDR_VERSION ||
+            le_get32(slot + 60) != crc32c(0, slot, 60))
                 return false;
-        h->generation = get64(slot + 12);
-        h->area_size = get64(slot + 20);
-        h->tail_lsn = get64(slot + 28);
-        h->tail_off = get64(slot + 36);
+        h->generation = le_get64(slot + 12);
+        h->area_size = le_get64(slot + 20);
+        h->tail_lsn = le_get64(slot + 28);
+        h->tail_off = le_get64(slot + 36);
         return h->area_size >= WLOG_MIN_SIZE && h->area_size % SLOT_SIZE == 0 &&
                h->tail_off % SLOT_SIZE == 0;
 }
@@ -131,31 +104,31 @@ static bool header_decode(const uint8_t slot[SLOT_SIZE], struct wlog_header *h)
 static void record_encode(const struct wlog_record *r, uint32_t data_crc, uint8_t *b)
 {
         memset(b, 0, WLOG_RECORD_HDR);
-        put32(b, REC_MAGIC);
-        put32(b + 4, (uint32_t)r->op);
-        put64(b + 8, r->lsn);
-        put64(b + 16, r->key);
-        put64(b + 24, r->offset);
-        put64(b + 32, r->length);
-        put32(b + 40, r->seq);
-        put32(b + 44, data_crc);
-        put32(b + 60, crc32c(0, b, 60));
+        le_put32(b, REC_MAGIC);
+        le_put32(b + 4, (uint32_t)r->op);
+        le_put64(b + 8, r->lsn);
+        le_put64(b + 16, r->key);
+        le_put64(b + 24, r->offset);
+        le_put64(b + 32, r->length);
+        le_put32(b + 40, r->seq);
+        le_put32(b + 44, data_crc);
+        le_put32(b + 60, crc32c(0, b, 60));
 }
 
 static bool record_decode(const uint8_t *b, struct wlog_record *r, uint32_t *data_crc)
 {
-        if (get32(b) != REC_MAGIC || get32(b + 60) != crc32c(0, b, 60))
+        if (le_get32(b) != REC_MAGIC || le_get32(b + 60) != crc32c(0, b, 60))
                 return false;
-        uint32_t op = get32(b + 4);
+        uint32_t op = le_get32(b + 4);
         if (op != WLOG_WRITE && op != WLOG_UNMAP && op != WLOG_WRITE_ZEROES && op != REC_SKIP)
                 return false;
         r->op = (enum wlog_op)op;
-        r->lsn = get64(b + 8);
-        r->key = get64(b + 16);
-        r->offset = get64(b + 24);
-        r->length = get64(b + 32);
-        r->seq = get32(b + 40);
-        *data_crc = get32(b + 44);
+        r->lsn = le_get64(b + 8);
+        r->key = le_get64(b + 16);
+        r->offset = le_get64(b + 24);
+        r->length = le_get64(b + 32);
+        r->seq = le_get32(b + 40);
+        *data_crc = le_get32(b + 44);
         if (op == REC_SKIP)
                 return r->length >= WLOG_RECORD_HDR && r->length % SLOT_SIZE == 0;
         return op != WLOG_WRITE || r->length <= WLOG_MAX_RECORD;

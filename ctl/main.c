@@ -193,6 +193,30 @@ static int run_fault(struct ctl_conn *c, const struct ctl_command *cmd, char **a
         return 0;
 }
 
+/* mirror-promote / -demote / -sever / -establish TARGET LUN [force | full]. */
+static int run_mirror_op(struct ctl_conn *c, const struct ctl_command *cmd, char **argv, bool json,
+                         FILE *out, char *err, size_t errlen)
+{
+        long long lun = 0;
+        parse_lun(argv[1], &lun); /* checked in main() */
+        json_t *req = json_pack("{s:s, s:{s:s, s:I}}", "cmd", cmd->name, "lun", "target", argv[0],
+                                "lun", (json_int_t)lun);
+        if (argv[2])
+                json_object_set_new(req, argv[2], json_true());
+        json_t *result = ctl_call(c, req, 60000, err, errlen);
+        if (!result)
+                return -1;
+        if (json)
+                print_json(out, result);
+        else
+                fprintf(out, "%s %s lun %lld: %s\n", cmd->name, argv[0], lun,
+                        json_string_value(json_object_get(result, "state"))
+                            ? json_string_value(json_object_get(result, "state"))
+                            : "done");
+        json_decref(result);
+        return 0;
+}
+
 static const struct ctl_command commands[] = {
     {"status", "", 0, run_status, NULL, 0},
     {"targets", "", 0, run_object, render_targets, 0},
@@ -206,6 +230,10 @@ static const struct ctl_command commands[] = {
     {"flush", " TARGET LUN", 2, run_flush, NULL, 0},
     {"fault", " TARGET LUN [fail_reads=N] [fail_writes=N] [fail_flushes=N] [delay_ms=MS]", 2,
      run_fault, NULL, NFAULT_KEYS},
+    {"mirror-promote", " TARGET LUN [force]", 2, run_mirror_op, NULL, 1},
+    {"mirror-demote", " TARGET LUN", 2, run_mirror_op, NULL, 0},
+    {"mirror-sever", " TARGET LUN", 2, run_mirror_op, NULL, 0},
+    {"mirror-establish", " TARGET LUN [full]", 2, run_mirror_op, NULL, 1},
 };
 
 static const struct ctl_command *find_command(const char *name)
@@ -328,7 +356,8 @@ static const struct ctl_command *check_command(int argc, char **argv, const stru
         }
         const struct ctl_command *cmd = find_command(argv[0]);
         long long lun;
-        bool operation = cmd && (cmd->run == run_flush || cmd->run == run_fault);
+        bool operation =
+            cmd && (cmd->run == run_flush || cmd->run == run_fault || cmd->run == run_mirror_op);
         char err[CTL_ERR_LEN];
         if (!cmd)
                 fprintf(stderr, "isergw-ctl: unknown command \"%s\" (see --help)\n", argv[0]);
@@ -340,6 +369,9 @@ static const struct ctl_command *check_command(int argc, char **argv, const stru
                 fprintf(stderr, "isergw-ctl: --watch does not go with %s\n", cmd->name);
         else if (cmd->run == run_fault && check_fault_args(argv + 3, err, sizeof(err)) < 0)
                 fprintf(stderr, "isergw-ctl: %s\n", err);
+        else if (cmd->run == run_mirror_op && argv[3] &&
+                 strcmp(argv[3], strcmp(cmd->name, "mirror-promote") == 0 ? "force" : "full") != 0)
+                fprintf(stderr, "isergw-ctl: usage: isergw-ctl %s%s\n", cmd->name, cmd->args);
         else
                 return cmd;
         return NULL;

@@ -292,6 +292,9 @@ static enum scsi_cmd_state decode(struct scsi_cmd *cmd)
                 return SCSI_CMD_COMPLETE;
         if (cmd->lun && !scsi_medium_check(cmd))
                 return SCSI_CMD_COMPLETE;
+        if (cmd->lun && (op->flags & SCSI_OP_MEDIUM) &&
+            atomic_load_explicit(&cmd->lun->standby, memory_order_relaxed))
+                return scsi_fail(cmd, SK_NOT_READY, ASC_LU_NOT_ACCESSIBLE_STANDBY);
         return op->prepare(cmd);
 }
 

@@ -107,6 +107,10 @@ struct scsi_lun {
         bool removable;           /* RMB: the medium can be ejected and loaded */
         uint32_t max_xfer_blocks; /* Block Limits VPD MAXIMUM TRANSFER LENGTH; 0: no limit */
 
+        /* A mirror secondary (repl/): commands that need the medium fail with NOT READY,
+         * TARGET PORT IN STANDBY STATE until it is promoted. Any thread may set it. */
+        atomic_bool standby;
+
         /* Private to the SCSI layer. SWP of the control mode page (software write protect,
          * set by MODE SELECT; not saved). */
         atomic_bool swp;
@@ -243,6 +247,7 @@ enum {
         ASC_INSUFFICIENT_REG_RESOURCES = 0x5504,
         ASC_INSUFFICIENT_RESOURCES = 0x5503,
         ASC_MEDIUM_NOT_PRESENT = 0x3a00,
+        ASC_LU_NOT_ACCESSIBLE_STANDBY = 0x040b,
         ASC_MEDIUM_REMOVAL_PREVENTED = 0x5302,
 };
 

@@ -37,7 +37,7 @@
 #define MAX_TEXT        255 /* names, aliases, CHAP user names */
 #define MAX_PORTAL_NAME 32
 #define MAX_GROUP_NAME  32
-#define MAX_KEYS        32
+#define MAX_KEYS        48
 #define ISCSI_MAX_LEN   16777215u /* 2^24 - 1: data segment and burst lengths */
 
 static const char default_config_text[] = "[portal default]\n"
@@ -107,6 +107,10 @@ static const struct key_def gateway_keys[] = {
     KEY(struct config, write_log_size, "write_log_size", K_SIZE, MIB, TIB),
     KEY(struct config, write_log_checkpoint_interval, "write_log_checkpoint_interval", K_UINT, 1,
         3600),
+    KEY(struct config, mirror_listen, "mirror_listen", K_HOSTPORT, 1, 80),
+    KEY(struct config, mirror_timeout_ms, "mirror_timeout_ms", K_UINT, 100, 600000),
+    KEY(struct config, mirror_region_size, "mirror_region_size", K_SIZE, 64 * KIB, GIB),
+    KEY(struct config, mirror_resync_rate, "mirror_resync_rate", K_SIZE, 0, 100 * GIB),
     KEY(struct config, backend_initiator_name, "backend_initiator_name", K_TEXT, 1,
         CONFIG_ISCSI_NAME_MAX),
     KEY(struct config, iscsi.max_recv_data_segment_length, "max_recv_data_segment_length", K_SIZE,
@@ -155,6 +159,10 @@ static const struct key_def lun_keys[] = {
     KEY(struct config_lun, write_cache, "write_cache", K_BOOL, 0, 0),
     KEY(struct config_lun, thin, "thin", K_BOOL, 0, 0),
     KEY(struct config_lun, removable, "removable", K_BOOL, 0, 0),
+    KEY(struct config_lun, mirror_role, "mirror_role", K_TEXT, 1, 16),
+    KEY(struct config_lun, mirror_peer, "mirror_peer", K_HOSTPORT, 1, 80),
+    KEY(struct config_lun, mirror_id, "mirror_id", K_TEXT, 1, 64),
+    KEY(struct config_lun, mirror_strict, "mirror_strict", K_BOOL, 0, 0),
     {0},
 };
 
@@ -961,6 +969,16 @@ static int close_lun(struct parser *p)
         } else if (lun->url) {
                 return fail(p, line_of(p, "url"), "lun %u: url is for backend iscsi", lun->number);
         }
+        if (lun->mirror_role && strcmp(lun->mirror_role, "primary") != 0 &&
+            strcmp(lun->mirror_role, "secondary") != 0)
+                return fail(p, line_of(p, "mirror_role"),
+                            "lun %u: mirror_role must be primary or secondary", lun->number);
+        if (lun->mirror_role && strcmp(lun->mirror_role, "primary") == 0 && !lun->mirror_peer)
+                return fail(p, line_of(p, "mirror_role"),
+                            "lun %u: a mirror primary needs mirror_peer", lun->number);
+        if ((lun->mirror_peer || lun->mirror_id) && !lun->mirror_role)
+                return fail(p, line_of(p, lun->mirror_peer ? "mirror_peer" : "mirror_id"),
+                            "lun %u: mirror_peer and mirror_id need mirror_role", lun->number);
         if (lun->physical_block_size == 0)
                 lun->physical_block_size = lun->block_size;
         if (lun->physical_block_size < lun->block_size)
@@ -1235,6 +1253,7 @@ static int attach_luns(struct parser *p)
                 *lun = ls->lun;
                 ls->lun.path = NULL; /* now the target's */
                 ls->lun.url = NULL;
+                ls->lun.mirror_role = ls->lun.mirror_peer = ls->lun.mirror_id = NULL;
                 target->nluns++;
         }
         for (unsigned t = 0; t < cfg->ntargets; t++) {
@@ -1390,6 +1409,8 @@ static struct config *config_new(const char *source)
         cfg->shutdown_flush_timeout = 60;
         cfg->write_log_size = 256 * MIB;
         cfg->write_log_checkpoint_interval = 10;
+        cfg->mirror_timeout_ms = 5000;
+        cfg->mirror_region_size = MIB;
         cfg->backend_initiator_name = strdup("iqn.2026-11.io.isergw:gateway");
         cfg->iscsi = (struct config_iscsi){.max_recv_data_segment_length = 262144,
                                            .max_burst_length = 1048576,
@@ -1416,6 +1437,9 @@ static void parser_cleanup(struct parser *p)
                 free(p->luns[i].target);
                 free(p->luns[i].lun.path);
                 free(p->luns[i].lun.url);
+                free(p->luns[i].lun.mirror_role);
+                free(p->luns[i].lun.mirror_peer);
+                free(p->luns[i].lun.mirror_id);
         }
         free(p->luns);
         if (p->line)
@@ -1500,6 +1524,9 @@ static void free_target(struct config_target *t)
         for (unsigned i = 0; i < t->nluns; i++) {
                 free(t->luns[i].path);
                 free(t->luns[i].url);
+                free(t->luns[i].mirror_role);
+                free(t->luns[i].mirror_peer);
+                free(t->luns[i].mirror_id);
         }
         free(t->luns);
 }
@@ -1522,6 +1549,7 @@ void config_free(struct config *cfg)
         free(cfg->status_socket);
         free(cfg->status_socket_group);
         free(cfg->metrics_listen);
+        free(cfg->mirror_listen);
         free(cfg->write_log);
         free(cfg->backend_initiator_name);
         free(cfg);

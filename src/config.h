@@ -68,9 +68,13 @@ struct config_lun {
         bool fault_injection;         /* the status socket may inject backend errors (tests) */
         bool create; /* create the file (sparse, size bytes) if it does not exist */
         bool read_only;
-        bool write_cache; /* write-back (acknowledged from cache); no: write-through */
-        bool thin;        /* UNMAP / WRITE SAME with UNMAP allowed */
-        bool removable;   /* removable medium (RMB): START STOP UNIT ejects and loads it */
+        bool write_cache;   /* write-back (acknowledged from cache); no: write-through */
+        bool thin;          /* UNMAP / WRITE SAME with UNMAP allowed */
+        bool removable;     /* removable medium (RMB): START STOP UNIT ejects and loads it */
+        char *mirror_role;  /* "primary", "secondary" or NULL: not mirrored (docs/replication.md) */
+        char *mirror_peer;  /* primary: the secondary gateway's mirror_listen, HOST:PORT */
+        char *mirror_id;    /* the volume's name on both gateways; NULL: "TARGET/LUN" */
+        bool mirror_strict; /* the peer acknowledges a write once its backend has it */
         unsigned line;
 };
 
@@ -123,7 +127,11 @@ struct config {
         char *write_log;                        /* local write log file, or NULL: none */
         uint64_t write_log_size;                /* its size in bytes */
         uint32_t write_log_checkpoint_interval; /* seconds between checkpoints (at most) */
-        char *backend_initiator_name;           /* the name the iscsi backend logs in with */
+        char *mirror_listen;          /* where mirror primaries connect (secondaries), or NULL */
+        uint32_t mirror_timeout_ms;   /* a peer silent this long: the mirror goes degraded */
+        uint64_t mirror_region_size;  /* bytes per bit of the out-of-sync bitmap */
+        uint64_t mirror_resync_rate;  /* bytes per second a resync may copy; 0: no limit */
+        char *backend_initiator_name; /* the name the iscsi backend logs in with */
         struct config_iscsi iscsi;
         struct config_chap discovery_chap;
 

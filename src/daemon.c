@@ -351,7 +351,7 @@ static json_t *status_query(void *ctx, const char *object, const json_t *args, c
         if (strcmp(object, "cache") == 0)
                 return cache_json(d);
         if (strcmp(object, "mirror") == 0)
-                return json_pack("{s:[]}", "volumes");
+                return daemon_mirror_json(d);
         snprintf(err, errlen, "unknown object \"%s\"", object);
         return NULL;
 }
@@ -553,13 +553,16 @@ static int status_operate(void *ctx, const char *op, const json_t *args, json_t 
 {
         struct daemon *d = ctx;
         bool flush = strcmp(op, "flush") == 0, fault = strcmp(op, "fault") == 0;
-        if (!flush && !fault) {
-                snprintf(err, errlen, "%s is not supported yet", op);
+        bool mirror = strncmp(op, "mirror-", 7) == 0;
+        if (!flush && !fault && !mirror) {
+                snprintf(err, errlen, "%s is not supported", op);
                 return -1;
         }
         struct daemon_lun *l = find_lun(d, args, err, errlen);
         if (!l)
                 return -1;
+        if (mirror)
+                return daemon_mirror_operate(d, l, op, args, result, err, errlen);
         return flush ? operate_flush(d, l, result, err, errlen)
                      : operate_fault(l, args, result, err, errlen);
 }
@@ -609,7 +612,8 @@ struct daemon *daemon_start(const struct config *cfg, const char *config_path)
         if (!d->cache)
                 goto fail;
         if (start_reactors(d) < 0 || build_gw(d) < 0 || add_targets(d) < 0 || open_luns(d) < 0 ||
-            daemon_wlog_open(d) < 0 || start_status(d) < 0 || open_portals(d) < 0)
+            daemon_wlog_open(d) < 0 || daemon_mirror_open(d) < 0 || start_status(d) < 0 ||
+            open_portals(d) < 0)
                 goto fail;
         return d;
 fail:
@@ -629,6 +633,7 @@ void daemon_stop(struct daemon *d)
         bool drained = daemon_wlog_drain(d);
         bool flushed = flush_all(d);
         daemon_wlog_close(d, drained && flushed);
+        daemon_mirror_stop(d);
         for (unsigned i = 0; i < d->nluns; i++)
                 volume_stop(d->luns[i].volume);
         for (unsigned i = 0; i < d->nreactors; i++)
@@ -639,6 +644,7 @@ void daemon_stop(struct daemon *d)
                 if (d->luns[i].backend)
                         backend_destroy(d->luns[i].backend);
         }
+        daemon_mirror_destroy(d);
         cache_destroy(d->cache);
         iscsi_gw_destroy(d->gw);
         for (unsigned i = 0; i < d->nreactors; i++)

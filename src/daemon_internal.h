@@ -12,6 +12,9 @@
 #include "src/config.h"
 
 struct wlog;
+struct repl_server;
+struct repl_state;
+struct mirror;
 
 struct daemon_lun {
         const struct config_target *target;
@@ -20,6 +23,10 @@ struct daemon_lun {
         struct volume *volume;
         struct scsi_lun scsi;
         char name[256]; /* "TARGET LUN N", for logs */
+        /* Mirrored LUNs (mirroring.c) */
+        char mirror_id[80];
+        struct repl_state *mirror_state;
+        struct mirror *mirror; /* this side is the primary and has a peer */
 };
 
 struct daemon {
@@ -35,8 +42,9 @@ struct daemon {
         struct daemon_lun *luns;
         unsigned nluns;
         struct status_server *status;
-        struct wlog *wlog; /* NULL: no write log */
-        bool wlog_live;    /* replayed and logging */
+        struct wlog *wlog;               /* NULL: no write log */
+        struct repl_server *repl_server; /* mirror_listen: this gateway takes mirrors */
+        bool wlog_live;                  /* replayed and logging */
 };
 
 /* One I/O on v from a non-reactor thread, waited for (data: length bytes, or NULL). timeout_s 0
@@ -57,5 +65,15 @@ bool daemon_wlog_drain(struct daemon *d);
  * can be emptied; otherwise it is kept for the next start. */
 void daemon_wlog_close(struct daemon *d, bool flushed);
 json_t *daemon_wlog_json(struct daemon *d);
+
+/* mirroring.c: the mirrored LUNs (docs/replication.md). Open after the LUNs and the log,
+ * before the portals; stop before the reactors stop. */
+int daemon_mirror_open(struct daemon *d);
+void daemon_mirror_stop(struct daemon *d);
+void daemon_mirror_destroy(struct daemon *d);
+json_t *daemon_mirror_json(struct daemon *d);
+/* mirror-promote, -demote, -sever, -establish on LUN l. */
+int daemon_mirror_operate(struct daemon *d, struct daemon_lun *l, const char *op,
+                          const json_t *args, json_t **result, char *err, size_t errlen);
 
 #endif

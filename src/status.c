@@ -424,9 +424,20 @@ static void cmd_fault(struct status_server *s, const struct client *c, const cha
         provider_operate(s, cmd, req, o);
 }
 
-static void cmd_operate(struct status_server *s, const struct client *c, const char *cmd,
-                        const json_t *req, struct outcome *o)
+/* mirror-*: a LUN, and for promote "force", for establish "full" (booleans, optional). */
+static void cmd_mirror(struct status_server *s, const struct client *c, const char *cmd,
+                       const json_t *req, struct outcome *o)
 {
+        (void)c;
+        const json_t *force = json_object_get(req, "force"), *full = json_object_get(req, "full");
+        if (!lun_ref_valid(json_object_get(req, "lun")) || (force && !json_is_boolean(force)) ||
+            (full && !json_is_boolean(full))) {
+                fail(o, "bad-request",
+                     "%s needs \"lun\": {\"target\": string, \"lun\": integer >= 0} (and "
+                     "optional booleans \"force\", \"full\")",
+                     cmd);
+                return;
+        }
         provider_operate(s, cmd, req, o);
 }
 
@@ -435,10 +446,10 @@ static const struct command commands[] = {
     {"metrics", false, cmd_metrics},
     {"flush", true, cmd_flush},
     {"fault", true, cmd_fault},
-    {"mirror-establish", true, cmd_operate},
-    {"mirror-sever", true, cmd_operate},
-    {"mirror-promote", true, cmd_operate},
-    {"mirror-demote", true, cmd_operate},
+    {"mirror-establish", true, cmd_mirror},
+    {"mirror-sever", true, cmd_mirror},
+    {"mirror-promote", true, cmd_mirror},
+    {"mirror-demote", true, cmd_mirror},
 };
 
 static const struct command *find_command(const char *name)

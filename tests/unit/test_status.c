@@ -540,6 +540,13 @@ Test(status, flush_bad_arguments_never_reach_the_daemon)
                                    "failed");
         cr_assert_str_eq(error, "mirror-establish: not supported yet");
         free(error);
+        /* mirror operations check their LUN and flags before the daemon sees them */
+        expect_error_free(call(&c, "{\"version\":1,\"cmd\":\"mirror-promote\",\"lun\":"
+                                   "{\"target\":\"t\"}}"),
+                          "bad-request");
+        expect_error_free(call(&c, "{\"version\":1,\"cmd\":\"mirror-promote\",\"lun\":"
+                                   "{\"target\":\"t\",\"lun\":0},\"force\":\"yes\"}"),
+                          "bad-request");
         conn_close(&c);
         fx_done(&fx);
 }

@@ -1,0 +1,1007 @@
+/* The primary side of a mirrored volume (repl/mirror.h). Everything about the connection runs
+ * on the home reactor; the I/O reactors only read 'connected' and hand writes over. */
+#include "repl/mirror.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "iscsi/crc32c.h"
+#include "repl/proto.h"
+#include "repl/state.h"
+#include "src/log.h"
+#include "src/reactor.h"
+
+#define WINDOW        256         /* messages the peer has not answered yet */
+#define TICK_NS       20000000ull /* heartbeats, timeouts, reconnects, resync steps */
+#define PING_IDLE_NS  1000000000ull
+#define RECONNECT_NS  1000000000ull
+#define PEER_FLUSH_NS 1000000000ull /* how often the peer is asked to make writes stable */
+#define SEQ_RESERVE   (1u << 25)
+
+enum mstate {
+        MS_CONNECTING,
+        MS_HELLO,
+        MS_RESYNC,
+        MS_SYNCED,
+        MS_DEGRADED,
+        MS_SEVERED,
+        MS_SPLIT_BRAIN,
+        MS_REFUSED,
+};
+
+static const char *const state_names[] = {"connecting",   "establishing", "resyncing",
+                                          "synchronized", "degraded",     "severed",
+                                          "split-brain",  "refused"};
+
+enum mkind { K_IO, K_RESYNC, K_HELLO, K_PING, K_SYNCED, K_FLUSH };
+
+struct mmsg {
+        uint8_t hdr[REPL_HDR_LEN];
+        const struct iovec *iov; /* payload */
+        int iovcnt;
+        struct iovec own;
+        uint32_t len; /* payload bytes */
+        uint64_t sent;
+        uint64_t msg_id;
+        uint64_t sent_ns;
+        enum mkind kind;
+        struct mmsg *next;
+};
+
+/* One write on its way to both copies. */
+struct mio {
+        struct mmsg msg; /* first */
+        struct mirror *m;
+        struct volume_io *io;
+        void (*done)(struct volume_io *io, int result);
+        void *priv;
+        atomic_int pending; /* the local copy and the peer */
+        int local_res;
+        int peer_res; /* -EIO: the peer lacks it and that could not be recorded */
+        bool local_posted;
+};
+
+struct mirror {
+        char *name, *id, *peer;
+        struct sockaddr_storage addr;
+        socklen_t addrlen;
+        uint64_t size;
+        uint32_t block_size, timeout_ms;
+        uint64_t resync_rate;
+        bool strict;
+        uint64_t resync_next_ns; /* throttle: no region before */
+        struct reactor *home;
+        struct volume *v;
+        struct repl_state *st;
+        uint64_t key;
+
+        atomic_int state;
+        atomic_bool connected; /* writes go to the peer */
+        int fd;
+        struct reactor_fd rfd;
+        bool in_epoll;
+        uint8_t rx_hdr[REPL_HDR_LEN];
+        uint8_t rx_payload[REPL_HELLO_LEN];
+        size_t rx_got;
+        struct repl_hdr rxh;
+        bool rx_in_payload;
+        struct mmsg *txq, *txq_tail; /* not yet written whole */
+        struct mmsg *win, *win_tail; /* written, waiting for the reply */
+        unsigned win_count;
+        uint64_t next_msg_id;
+        uint64_t last_rx_ns, last_tx_ns, next_connect_ns;
+        unsigned connect_failures;
+        struct reactor_timer tick;
+        bool stopping;
+        bool force_full;
+
+        /* Regions written to the peer since its last flush (recent) and while the flush in
+         * flight runs (flushing): if the link drops they are resynced, since a peer that
+         * crashed may have lost what it held only in its cache. */
+        uint64_t *recent, *flushing;
+        size_t words;
+        bool flush_inflight;
+        bool ping_inflight;
+        uint64_t last_flush_ns;
+
+        /* resync */
+        bool resync_busy;
+        struct volume_ticket rticket;
+        struct volume_io rio;
+        struct iovec riov;
+        uint8_t *rbuf;
+        struct mmsg rmsg;
+        uint64_t rregion, rlen;
+        bool rregion_marked; /* a failed write marked it again while it was being copied */
+        uint64_t resync_total, resync_done;
+        uint64_t synced_sent;
+
+        pthread_mutex_t lock; /* last_error */
+        char last_error[512];
+        atomic_uint_fast64_t mirrored_writes, mirrored_bytes, degraded_writes, peer_errors,
+            link_failures, resync_regions, resync_bytes, lag_bytes, unstable_regions;
+};
+
+static void set_state(struct mirror *m, enum mstate s)
+{
+        atomic_store(&m->state, s);
+}
+
+static enum mstate get_state(struct mirror *m)
+{
+        return (enum mstate)atomic_load(&m->state);
+}
+
+static void set_error(struct mirror *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct mirror *m, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        pthread_mutex_lock(&m->lock);
+        vsnprintf(m->last_error, sizeof(m->last_error), fmt, ap);
+        pthread_mutex_unlock(&m->lock);
+        va_end(ap);
+}
+
+/* ---------------- completing writes ---------------- */
+
+static void mio_finish(void *arg)
+{
+        struct mio *mio = arg;
+        struct volume_io *io = mio->io;
+        int res = mio->local_res < 0 ? mio->local_res : mio->peer_res;
+        io->done = mio->done;
+        io->priv = mio->priv;
+        free(mio);
+        io->done(io, res);
+}
+
+static void mio_local_done(struct volume_io *io, int result)
+{
+        struct mio *mio = io->priv;
+        mio->local_res = result;
+        if (atomic_fetch_sub(&mio->pending, 1) == 1)
+                mio_finish(mio);
+}
+
+static void mio_local_submit(void *arg)
+{
+        struct mio *mio = arg;
+        mio->io->done = mio_local_done;
+        mio->io->priv = mio;
+        volume_submit_local(mio->m->v, mio->io);
+}
+
+static void post(struct reactor *r, void (*fn)(void *), void *arg)
+{
+        while (reactor_call(r, fn, arg) < 0)
+                usleep(1000); /* out of memory for the message: never drop a completion */
+}
+
+/* The peer's part of a write is over (ok, or the region is now marked for resync). On home. */
+static void mio_peer_done(struct mio *mio)
+{
+        if (!mio->local_posted) {
+                mio->local_posted = true;
+                post(mio->io->reactor, mio_local_submit, mio);
+        }
+        if (atomic_fetch_sub(&mio->pending, 1) == 1)
+                post(mio->io->reactor, mio_finish, mio);
+}
+
+/* Records that the peer may lack this write's range: on disk before the write completes. A
+ * write whose range cannot be recorded fails (it is neither mirrored nor remembered). */
+static void mark_region(struct mirror *m, struct mio *mio)
+{
+        const struct volume_io *io = mio->io;
+        int rc = repl_state_mark(m->st, io->offset, io->length);
+        if (rc < 0) {
+                log_err("%s: mirror bitmap: %s; the write fails", m->name, strerror(-rc));
+                mio->peer_res = -EIO;
+        }
+        uint64_t gran = repl_state_granularity(m->st);
+        if (m->resync_busy && io->offset < (m->rregion + 1) * gran &&
+            m->rregion * gran < io->offset + io->length)
+                m->rregion_marked = true; /* the copy in flight does not clear it */
+}
+
+/* ---------------- what the peer may not have made stable ---------------- */
+
+static void note_recent(struct mirror *m, uint64_t offset, uint64_t length)
+{
+        uint64_t gran = repl_state_granularity(m->st);
+        uint64_t last = (offset + length - 1) / gran;
+        for (uint64_t r = offset / gran; r <= last && r < repl_state_regions(m->st); r++)
+                m->recent[r / 64] |= 1ull << (r % 64);
+}
+
+/* The link dropped: what the peer held only in its cache must be sent again. */
+static void recent_to_bitmap(struct mirror *m)
+{
+        for (size_t i = 0; i < m->words; i++)
+                m->recent[i] |= m->flushing[i];
+        if (repl_state_mark_bits(m->st, m->recent) < 0)
+                log_err("%s: cannot record the regions the peer may have lost", m->name);
+        memset(m->recent, 0, m->words * sizeof(uint64_t));
+        memset(m->flushing, 0, m->words * sizeof(uint64_t));
+        m->flush_inflight = false;
+}
+
+/* ---------------- the connection ---------------- */
+
+static void tx_kick(struct mirror *m);
+static void resync_step(struct mirror *m);
+static void queue_ctrl(struct mirror *m, enum mkind kind, uint16_t type, const void *payload,
+                       uint32_t len);
+
+static void free_msg(struct mirror *m, struct mmsg *msg, bool delivered, uint32_t status)
+{
+        atomic_fetch_sub(&m->lag_bytes, msg->len);
+        switch (msg->kind) {
+        case K_IO: {
+                struct mio *mio = (struct mio *)msg;
+                if (!delivered || status != REPL_OK) {
+                        if (delivered) {
+                                atomic_fetch_add(&m->peer_errors, 1);
+                                log_warn("%s: the peer failed a write (%s); the region will be "
+                                         "resynced",
+                                         m->name, repl_status_str(status));
+                        }
+                        mark_region(m, mio);
+                }
+                mio_peer_done(mio);
+                return;
+        }
+        case K_RESYNC:
+                m->resync_busy = false;
+                if (delivered && status == REPL_OK && !m->rregion_marked) {
+                        repl_state_clear(m->st, m->rregion);
+                        m->resync_done++;
+                        atomic_fetch_add(&m->resync_regions, 1);
+                        atomic_fetch_add(&m->resync_bytes, m->rlen);
+                }
+                return;
+        case K_SYNCED:
+                if (delivered && status == REPL_OK && get_state(m) == MS_RESYNC) {
+                        repl_state_set(m->st, REPL_ROLE_PRIMARY, repl_state_gen(m->st),
+                                       repl_state_gen(m->st));
+                        repl_state_flush(m->st);
+                        set_state(m, MS_SYNCED);
+                        log_info("%s: mirror synchronized with %s (%llu regions copied)", m->name,
+                                 m->peer, (unsigned long long)m->resync_done);
+                }
+                m->synced_sent = 0;
+                return;
+        case K_FLUSH:
+                if (delivered && status == REPL_OK)
+                        memset(m->flushing, 0, m->words * sizeof(uint64_t));
+                m->flush_inflight = false;
+                free(msg);
+                return;
+        case K_PING:
+                m->ping_inflight = false;
+                free(msg);
+                return;
+        case K_HELLO:
+                free(msg);
+                return;
+        }
+}
+
+/* Asks the peer to make what it holds stable; the regions written before it are then safe. */
+static void peer_flush(struct mirror *m)
+{
+        bool any = false;
+        for (size_t i = 0; i < m->words && !any; i++)
+                any = m->recent[i] != 0;
+        if (!any || m->flush_inflight)
+                return;
+        for (size_t i = 0; i < m->words; i++) {
+                m->flushing[i] |= m->recent[i];
+                m->recent[i] = 0;
+        }
+        m->flush_inflight = true;
+        m->last_flush_ns = reactor_now_ns();
+        queue_ctrl(m, K_FLUSH, REPL_FLUSH, NULL, 0);
+}
+
+/* The link is gone: every write the peer has not confirmed is recorded for resync and
+ * completes locally; from now on writes are recorded (degraded). */
+static void link_failed(struct mirror *m, const char *why)
+{
+        bool was_connected = atomic_exchange(&m->connected, false);
+        if (m->fd >= 0) {
+                if (m->in_epoll)
+                        reactor_del_fd(m->home, &m->rfd);
+                close(m->fd);
+                m->fd = -1;
+                m->in_epoll = false;
+        }
+        if (was_connected) {
+                atomic_fetch_add(&m->link_failures, 1);
+                log_warn("%s: mirror link to %s lost (%s): degraded, changed regions are recorded",
+                         m->name, m->peer, why);
+                if (repl_state_gen(m->st) == repl_state_shared_gen(m->st))
+                        repl_state_set(m->st, REPL_ROLE_PRIMARY, repl_state_new_gen(),
+                                       repl_state_shared_gen(m->st));
+        }
+        set_error(m, "%s", why);
+        if (was_connected)
+                recent_to_bitmap(m);
+        struct mmsg *lists[2] = {m->win, m->txq};
+        m->win = m->win_tail = m->txq = m->txq_tail = NULL;
+        m->win_count = 0;
+        for (int i = 0; i < 2; i++)
+                for (struct mmsg *msg = lists[i], *next; msg; msg = next) {
+                        next = msg->next;
+                        free_msg(m, msg, false, REPL_E_PROTOCOL);
+                }
+        m->rx_got = 0;
+        m->rx_in_payload = false;
+        m->synced_sent = 0;
+        m->ping_inflight = false;
+        enum mstate s = get_state(m);
+        if (s != MS_SEVERED && s != MS_SPLIT_BRAIN && s != MS_REFUSED)
+                set_state(m, MS_DEGRADED);
+        m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
+}
+
+static void queue_msg(struct mirror *m, struct mmsg *msg, uint16_t type, uint64_t offset,
+                      uint32_t seq, uint64_t span)
+{
+        uint32_t flags = m->strict && msg->kind == K_IO ? REPL_F_STABLE : 0;
+        msg->msg_id = ++m->next_msg_id;
+        msg->sent = 0;
+        msg->next = NULL;
+        uint32_t crc = msg->iovcnt ? crc32c_iov(0, msg->iov, msg->iovcnt) : 0;
+        struct repl_hdr h = {.type = type,
+                             .msg_id = msg->msg_id,
+                             .volume = m->key,
+                             .offset = offset,
+                             .length = msg->len,
+                             .seq = seq,
+                             .span = span,
+                             .payload_crc = crc,
+                             .flags = flags};
+        repl_hdr_encode(&h, msg->hdr);
+        atomic_fetch_add(&m->lag_bytes, msg->len);
+        if (m->txq_tail)
+                m->txq_tail->next = msg;
+        else
+                m->txq = msg;
+        m->txq_tail = msg;
+        tx_kick(m);
+}
+
+static void queue_ctrl(struct mirror *m, enum mkind kind, uint16_t type, const void *payload,
+                       uint32_t len)
+{
+        struct mmsg *msg = calloc(1, sizeof(*msg) + len);
+        if (!msg)
+                return;
+        msg->kind = kind;
+        if (len) {
+                memcpy(msg + 1, payload, len);
+                msg->own = (struct iovec){msg + 1, len};
+                msg->iov = &msg->own;
+                msg->iovcnt = 1;
+                msg->len = len;
+        }
+        queue_msg(m, msg, type, 0, 0, 0);
+}
+
+/* Written whole: now it waits for the reply, and a write's local copy may go ahead. */
+static void msg_written(struct mirror *m, struct mmsg *msg)
+{
+        msg->sent_ns = reactor_now_ns();
+        m->last_tx_ns = msg->sent_ns;
+        if (m->win_tail)
+                m->win_tail->next = msg;
+        else
+                m->win = msg;
+        m->win_tail = msg;
+        msg->next = NULL;
+        m->win_count++;
+        if (msg->kind == K_IO) {
+                struct mio *mio = (struct mio *)msg;
+                mio->local_posted = true;
+                post(mio->io->reactor, mio_local_submit, mio);
+        }
+}
+
+static int build_iov(const struct mmsg *msg, struct iovec *iov, int max)
+{
+        int n = 0;
+        uint64_t skip = msg->sent;
+        if (skip < REPL_HDR_LEN)
+                iov[n++] = (struct iovec){(uint8_t *)msg->hdr + skip, REPL_HDR_LEN - skip};
+        skip = skip > REPL_HDR_LEN ? skip - REPL_HDR_LEN : 0;
+        uint64_t left = msg->len;
+        for (int i = 0; i < msg->iovcnt && n < max && left; i++) {
+                size_t len = msg->iov[i].iov_len < left ? msg->iov[i].iov_len : left;
+                left -= len;
+                if (skip >= len) {
+                        skip -= len;
+                        continue;
+                }
+                iov[n++] = (struct iovec){(uint8_t *)msg->iov[i].iov_base + skip, len - skip};
+                skip = 0;
+        }
+        return n;
+}
+
+static void tx_kick(struct mirror *m)
+{
+        while (m->fd >= 0 && m->txq && m->win_count < WINDOW &&
+               (atomic_load(&m->connected) || m->txq->kind == K_HELLO)) {
+                struct mmsg *msg = m->txq;
+                struct iovec iov[64];
+                int n = build_iov(msg, iov, 64);
+                ssize_t w = writev(m->fd, iov, n);
+                if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                        reactor_mod_fd(m->home, &m->rfd, EPOLLIN | EPOLLOUT);
+                        return;
+                }
+                if (w < 0) {
+                        link_failed(m, strerror(errno));
+                        return;
+                }
+                msg->sent += (uint64_t)w;
+                if (msg->sent < REPL_HDR_LEN + (uint64_t)msg->len)
+                        continue;
+                m->txq = msg->next;
+                if (!m->txq)
+                        m->txq_tail = NULL;
+                msg_written(m, msg);
+        }
+        if (m->fd >= 0 && m->in_epoll)
+                reactor_mod_fd(m->home, &m->rfd, EPOLLIN);
+}
+
+/* ---------------- the handshake ---------------- */
+
+static void send_hello(struct mirror *m)
+{
+        struct repl_hello h = {.size = m->size,
+                               .block_size = m->block_size,
+                               .role = REPL_ROLE_PRIMARY,
+                               .gen = repl_state_gen(m->st),
+                               .shared_gen = repl_state_shared_gen(m->st)};
+        snprintf(h.id, sizeof(h.id), "%s", m->id);
+        uint8_t buf[REPL_HELLO_LEN];
+        repl_hello_encode(&h, buf);
+        queue_ctrl(m, K_HELLO, REPL_HELLO, buf, sizeof(buf));
+        set_state(m, MS_HELLO);
+}
+
+/* Which regions the peer needs, from both sides' generations (docs/replication.md). */
+static void paired(struct mirror *m, const struct repl_hello *peer)
+{
+        uint64_t gen = repl_state_gen(m->st), shared = repl_state_shared_gen(m->st);
+        const char *why;
+        if (m->force_full || shared == 0) {
+                repl_state_mark_all(m->st);
+                why = m->force_full ? "full copy asked for" : "first pairing: full copy";
+                m->force_full = false;
+        } else if (peer->role != REPL_ROLE_SECONDARY || (peer->gen != gen && peer->gen != shared)) {
+                link_failed(m, "split brain");
+                set_state(m, MS_SPLIT_BRAIN);
+                set_error(m,
+                          "split brain: %s holds writes this side never saw (peer generation "
+                          "%016llx, ours %016llx, last shared %016llx); nothing is copied either "
+                          "way. Resolve with 'isergw-ctl mirror-demote TARGET LUN' on the side "
+                          "whose writes are to be discarded, then 'isergw-ctl mirror-establish "
+                          "TARGET LUN full' on the other",
+                          m->peer, (unsigned long long)peer->gen, (unsigned long long)gen,
+                          (unsigned long long)shared);
+                log_err("%s: %s", m->name, m->last_error);
+                return;
+        } else {
+                why = peer->gen == gen ? "reconnected" : "this side wrote while apart";
+        }
+        m->resync_total = repl_state_count(m->st);
+        m->resync_done = 0;
+        atomic_store(&m->connected, true);
+        set_state(m, MS_RESYNC);
+        set_error(m, "%s", "");
+        log_info("%s: mirror paired with %s (%s): %llu regions of %u bytes to copy", m->name,
+                 m->peer, why, (unsigned long long)m->resync_total, repl_state_granularity(m->st));
+        resync_step(m);
+}
+
+static void on_hello_reply(struct mirror *m)
+{
+        struct repl_hello peer;
+        if (m->rxh.status == REPL_E_SPLIT_BRAIN) {
+                link_failed(m, "split brain");
+                set_state(m, MS_SPLIT_BRAIN);
+                set_error(m,
+                          "split brain: %s was promoted while apart and holds writes this side "
+                          "never saw; nothing is copied either way. Resolve with 'isergw-ctl "
+                          "mirror-demote TARGET LUN' on the side whose writes are to be "
+                          "discarded, then 'isergw-ctl mirror-establish TARGET LUN full' on the "
+                          "other",
+                          m->peer);
+                log_err("%s: %s", m->name, m->last_error);
+                return;
+        }
+        if (m->rxh.status != REPL_OK) {
+                link_failed(m, "pairing refused");
+                set_state(m, MS_REFUSED);
+                set_error(m, "the peer refused the pairing: %s", repl_status_str(m->rxh.status));
+                log_err("%s: %s", m->name, m->last_error);
+                return;
+        }
+        if (!repl_hello_decode(m->rx_payload, m->rxh.length, &peer) || peer.size != m->size ||
+            peer.block_size != m->block_size || strcmp(peer.id, m->id) != 0) {
+                link_failed(m, "the peer's volume does not match (id, size or block size)");
+                set_state(m, MS_REFUSED);
+                return;
+        }
+        paired(m, &peer);
+}
+
+/* ---------------- resync ---------------- */
+
+static void resync_read_done(struct volume_io *io, int result)
+{
+        struct mirror *m = io->priv;
+        volume_write_end(m->v, &m->rticket);
+        if (result < 0 || !atomic_load(&m->connected) || m->stopping) {
+                m->resync_busy = false;
+                if (result < 0)
+                        log_warn("%s: resync read failed: %s", m->name, strerror(-result));
+                return;
+        }
+        note_recent(m, m->rregion * repl_state_granularity(m->st), m->rlen);
+        m->rmsg = (struct mmsg){.kind = K_RESYNC, .len = (uint32_t)m->rlen, .iovcnt = 1};
+        m->rmsg.own = (struct iovec){m->rbuf, m->rlen};
+        m->rmsg.iov = &m->rmsg.own;
+        queue_msg(m, &m->rmsg, REPL_WRITE, m->rregion * repl_state_granularity(m->st),
+                  m->rticket.seq, 0);
+}
+
+/* Copies the next marked region: after every older write to it has ended, so the copy
+ * holds them, and with a ticket newer than theirs, so the peer keeps newer writes. */
+static void resync_step(struct mirror *m)
+{
+        if (m->resync_busy || get_state(m) != MS_RESYNC || !atomic_load(&m->connected) ||
+            reactor_now_ns() < m->resync_next_ns)
+                return;
+        int64_t r = repl_state_next(m->st, 0);
+        if (r < 0) {
+                if (!m->synced_sent) {
+                        m->synced_sent = 1;
+                        queue_ctrl(m, K_SYNCED, REPL_SYNCED, NULL, 0);
+                }
+                return;
+        }
+        uint64_t gran = repl_state_granularity(m->st), off = (uint64_t)r * gran;
+        m->rregion = (uint64_t)r;
+        m->rregion_marked = false;
+        m->rlen = off + gran > m->size ? m->size - off : gran;
+        if (m->resync_rate)
+                m->resync_next_ns = reactor_now_ns() + m->rlen * 1000000000ull / m->resync_rate;
+        m->resync_busy = true;
+        volume_write_begin(m->v, &m->rticket, off, m->rlen);
+        if (volume_older_write_active(m->v, &m->rticket)) {
+                volume_write_end(m->v, &m->rticket);
+                m->resync_busy = false; /* the next tick tries again */
+                return;
+        }
+        /* Clear first: a write from now on marks it again if the link drops. */
+        m->riov = (struct iovec){m->rbuf, m->rlen};
+        m->rio = (struct volume_io){.op = VOLUME_READ,
+                                    .offset = off,
+                                    .length = m->rlen,
+                                    .iov = &m->riov,
+                                    .iovcnt = 1,
+                                    .reactor = m->home,
+                                    .done = resync_read_done,
+                                    .priv = m};
+        volume_submit(m->v, &m->rio);
+}
+
+/* ---------------- receiving ---------------- */
+
+static void on_message(struct mirror *m)
+{
+        m->last_rx_ns = reactor_now_ns();
+        switch (m->rxh.type) {
+        case REPL_HELLO_REPLY:
+                if (get_state(m) == MS_HELLO) {
+                        /* the HELLO itself is answered: drop it from the window */
+                        struct mmsg *h = m->win;
+                        if (h && h->kind == K_HELLO) {
+                                m->win = h->next;
+                                if (!m->win)
+                                        m->win_tail = NULL;
+                                m->win_count--;
+                                free_msg(m, h, true, REPL_OK);
+                        }
+                        on_hello_reply(m);
+                        return;
+                }
+                break;
+        case REPL_REPLY:
+        case REPL_PONG: {
+                struct mmsg *prev = NULL;
+                for (struct mmsg *msg = m->win; msg; prev = msg, msg = msg->next) {
+                        if (msg->msg_id != m->rxh.msg_id)
+                                continue;
+                        if (prev)
+                                prev->next = msg->next;
+                        else
+                                m->win = msg->next;
+                        if (m->win_tail == msg)
+                                m->win_tail = prev;
+                        m->win_count--;
+                        free_msg(m, msg, true, m->rxh.status);
+                        tx_kick(m);
+                        resync_step(m);
+                        return;
+                }
+                break;
+        }
+        default:
+                break;
+        }
+        link_failed(m, "unexpected message from the peer");
+}
+
+static void rx(struct mirror *m)
+{
+        for (;;) {
+                uint8_t *dst = m->rx_in_payload ? m->rx_payload : m->rx_hdr;
+                size_t want = m->rx_in_payload ? m->rxh.length : REPL_HDR_LEN;
+                ssize_t n = want > m->rx_got ? read(m->fd, dst + m->rx_got, want - m->rx_got) : 0;
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                        return;
+                if (n < 0 || (n == 0 && want > m->rx_got)) {
+                        link_failed(m, n < 0 ? strerror(errno) : "closed by the peer");
+                        return;
+                }
+                m->rx_got += (size_t)n;
+                if (m->rx_got < want)
+                        continue;
+                m->rx_got = 0;
+                if (!m->rx_in_payload) {
+                        enum repl_status st = repl_hdr_decode(m->rx_hdr, &m->rxh);
+                        if (st != REPL_OK || m->rxh.length > REPL_HELLO_LEN) {
+                                link_failed(m, "bad message from the peer");
+                                return;
+                        }
+                        if (m->rxh.length) {
+                                m->rx_in_payload = true;
+                                continue;
+                        }
+                } else {
+                        m->rx_in_payload = false;
+                        if (crc32c(0, m->rx_payload, m->rxh.length) != m->rxh.payload_crc) {
+                                link_failed(m, "bad checksum from the peer");
+                                return;
+                        }
+                }
+                on_message(m);
+                if (m->fd < 0)
+                        return;
+        }
+}
+
+static void on_fd(struct reactor_fd *rfd, uint32_t events)
+{
+        struct mirror *m = rfd->ctx;
+        if (get_state(m) == MS_CONNECTING) {
+                int err = 0;
+                socklen_t len = sizeof(err);
+                getsockopt(m->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) {
+                        if (m->connect_failures++ == 0)
+                                log_warn("%s: cannot reach the mirror peer %s: %s (retrying)",
+                                         m->name, m->peer, strerror(err));
+                        set_error(m, "connect: %s", strerror(err));
+                        link_failed(m, strerror(err));
+                        return;
+                }
+                m->connect_failures = 0;
+                m->last_rx_ns = reactor_now_ns();
+                send_hello(m);
+                return;
+        }
+        if (events & EPOLLIN)
+                rx(m);
+        if (m->fd >= 0 && (events & EPOLLOUT))
+                tx_kick(m);
+        if (m->fd >= 0 && (events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
+                link_failed(m, "connection error");
+}
+
+static void start_connect(struct mirror *m)
+{
+        m->fd = socket(m->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (m->fd < 0) {
+                m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
+                return;
+        }
+        int one = 1;
+        setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        set_state(m, MS_CONNECTING);
+        if (connect(m->fd, (struct sockaddr *)&m->addr, m->addrlen) < 0 && errno != EINPROGRESS) {
+                close(m->fd);
+                m->fd = -1;
+                set_state(m, MS_DEGRADED);
+                m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
+                return;
+        }
+        m->rfd =
+            (struct reactor_fd){.fd = m->fd, .events = EPOLLIN | EPOLLOUT, .cb = on_fd, .ctx = m};
+        m->in_epoll = reactor_add_fd(m->home, &m->rfd) == 0;
+        m->rx_got = 0;
+        m->rx_in_payload = false;
+}
+
+/* The oldest message whose answer is overdue, if any: a FLUSH may take long (the peer
+ * destages), the heartbeat shows the peer is alive meanwhile. */
+static bool reply_overdue(struct mirror *m, uint64_t now, uint64_t limit)
+{
+        for (struct mmsg *msg = m->win; msg; msg = msg->next)
+                if (msg->kind != K_FLUSH)
+                        return now - msg->sent_ns > limit;
+        return false;
+}
+
+static void on_tick(struct reactor_timer *t)
+{
+        struct mirror *m = t->ctx;
+        if (m->stopping)
+                return;
+        uint64_t now = reactor_now_ns(), limit = (uint64_t)m->timeout_ms * 1000000ull;
+        enum mstate s = get_state(m);
+        if (m->fd < 0) {
+                if ((s == MS_DEGRADED || s == MS_CONNECTING) && now >= m->next_connect_ns)
+                        start_connect(m);
+        } else if (s == MS_CONNECTING) {
+                if (now - m->next_connect_ns > limit)
+                        link_failed(m, "connect timed out");
+        } else if (reply_overdue(m, now, limit) || now - m->last_rx_ns > limit) {
+                link_failed(m, "the peer did not answer in time");
+        } else if (!m->ping_inflight && now - m->last_rx_ns > PING_IDLE_NS &&
+                   now - m->last_tx_ns > PING_IDLE_NS / 2) {
+                m->ping_inflight = true;
+                queue_ctrl(m, K_PING, REPL_PING, NULL, 0);
+        }
+        if (atomic_load(&m->connected) && now - m->last_flush_ns > PEER_FLUSH_NS)
+                peer_flush(m);
+        uint64_t unstable = 0;
+        for (size_t i = 0; i < m->words; i++)
+                unstable += (uint64_t)__builtin_popcountll(m->recent[i] | m->flushing[i]);
+        atomic_store(&m->unstable_regions, unstable);
+        resync_step(m);
+        reactor_timer_arm(m->home, &m->tick, TICK_NS);
+}
+
+/* ---------------- writes from the volume ---------------- */
+
+/* On home: the peer gets the write, or (not connected) its region is recorded. */
+static void enqueue_io(void *arg)
+{
+        struct mio *mio = arg;
+        struct mirror *m = mio->m;
+        struct volume_io *io = mio->io;
+        if (!atomic_load(&m->connected) || m->stopping) {
+                atomic_fetch_add(&m->degraded_writes, 1);
+                mark_region(m, mio);
+                mio_peer_done(mio);
+                return;
+        }
+        uint16_t type = io->op == VOLUME_WRITE   ? REPL_WRITE
+                        : io->op == VOLUME_UNMAP ? REPL_UNMAP
+                                                 : REPL_WRITE_ZEROES;
+        bool data = io->op == VOLUME_WRITE;
+        mio->msg = (struct mmsg){.kind = K_IO,
+                                 .iov = data ? io->iov : NULL,
+                                 .iovcnt = data ? io->iovcnt : 0,
+                                 .len = data ? (uint32_t)io->length : 0};
+        atomic_fetch_add(&m->mirrored_writes, 1);
+        atomic_fetch_add(&m->mirrored_bytes, io->length);
+        note_recent(m, io->offset, io->length);
+        queue_msg(m, &mio->msg, type, io->offset, io->seq, data ? 0 : io->length);
+}
+
+static void mirror_submit(void *ctx, struct volume_io *io)
+{
+        struct mirror *m = ctx;
+        struct mio *mio;
+        while (!(mio = calloc(1, sizeof(*mio))))
+                usleep(1000);
+        mio->m = m;
+        mio->io = io;
+        mio->done = io->done;
+        mio->priv = io->priv;
+        atomic_init(&mio->pending, 2);
+        if (io->op == VOLUME_WRITE && io->length > REPL_MAX_PAYLOAD) {
+                atomic_fetch_add(&m->degraded_writes, 1);
+                mark_region(m, mio); /* too large for one message: the resync sends it */
+                mio->local_posted = true;
+                atomic_fetch_sub(&mio->pending, 1);
+                mio_local_submit(mio);
+                return;
+        }
+        post(m->home, enqueue_io, mio);
+}
+
+const struct volume_mirror_ops mirror_volume_ops = {.submit = mirror_submit};
+
+/* ---------------- life cycle and operations ---------------- */
+
+static int parse_peer(struct mirror *m, const char *peer)
+{
+        char host[256];
+        const char *colon = strrchr(peer, ':');
+        if (!colon || colon == peer || (size_t)(colon - peer) >= sizeof(host))
+                return -1;
+        memcpy(host, peer, (size_t)(colon - peer));
+        host[colon - peer] = 0;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+        if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || !res)
+                return -1;
+        memcpy(&m->addr, res->ai_addr, res->ai_addrlen);
+        m->addrlen = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+}
+
+static void start_on_home(void *arg)
+{
+        struct mirror *m = arg;
+        m->tick = (struct reactor_timer){.cb = on_tick, .ctx = m};
+        reactor_timer_arm(m->home, &m->tick, 0);
+}
+
+struct mirror *mirror_create(const struct mirror_conf *conf)
+{
+        struct mirror *m = calloc(1, sizeof(*m));
+        if (!m)
+                return NULL;
+        m->name = strdup(conf->name);
+        m->id = strdup(conf->id);
+        m->peer = strdup(conf->peer);
+        m->size = conf->size;
+        m->block_size = conf->block_size;
+        m->timeout_ms = conf->timeout_ms;
+        m->resync_rate = conf->resync_rate;
+        m->strict = conf->strict;
+        m->home = conf->home;
+        m->v = conf->volume;
+        m->st = conf->state;
+        m->key = repl_volume_key(conf->id);
+        m->fd = -1;
+        pthread_mutex_init(&m->lock, NULL);
+        m->rbuf = aligned_alloc(4096, repl_state_granularity(conf->state));
+        m->words = (repl_state_regions(conf->state) + 63) / 64;
+        m->recent = calloc(m->words, sizeof(uint64_t));
+        m->flushing = calloc(m->words, sizeof(uint64_t));
+        if (!m->name || !m->id || !m->peer || !m->rbuf || !m->recent || !m->flushing ||
+            parse_peer(m, conf->peer) < 0) {
+                log_err("%s: bad mirror peer '%s' (HOST:PORT)", conf->name, conf->peer);
+                mirror_destroy(m);
+                return NULL;
+        }
+        set_state(m, MS_DEGRADED);
+        if (repl_state_count(m->st))
+                log_info("%s: %llu regions recorded for resync from an earlier run", m->name,
+                         (unsigned long long)repl_state_count(m->st));
+        post(m->home, start_on_home, m);
+        return m;
+}
+
+static void stop_on_home(void *arg)
+{
+        struct mirror *m = arg;
+        m->stopping = true;
+        reactor_timer_cancel(m->home, &m->tick);
+        link_failed(m, "gateway stopping");
+}
+
+void mirror_stop(struct mirror *m)
+{
+        if (m)
+                reactor_call_sync(m->home, stop_on_home, m);
+}
+
+void mirror_destroy(struct mirror *m)
+{
+        if (!m)
+                return;
+        free(m->name);
+        free(m->id);
+        free(m->peer);
+        free(m->rbuf);
+        free(m->recent);
+        free(m->flushing);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+}
+
+static void sever_on_home(void *arg)
+{
+        struct mirror *m = arg;
+        set_state(m, MS_SEVERED);
+        link_failed(m, "severed by the operator");
+}
+
+int mirror_sever(struct mirror *m)
+{
+        return reactor_call_sync(m->home, sever_on_home, m) < 0 ? -EIO : 0;
+}
+
+struct establish_arg {
+        struct mirror *m;
+        bool full;
+};
+
+static void establish_on_home(void *arg)
+{
+        struct establish_arg *a = arg;
+        struct mirror *m = a->m;
+        if (a->full)
+                m->force_full = true;
+        if (m->fd >= 0)
+                link_failed(m, "re-establishing");
+        set_state(m, MS_DEGRADED);
+        m->next_connect_ns = 0;
+}
+
+int mirror_establish(struct mirror *m, bool full)
+{
+        struct establish_arg a = {m, full};
+        return reactor_call_sync(m->home, establish_on_home, &a) < 0 ? -EIO : 0;
+}
+
+void mirror_forget_peer(struct mirror *m)
+{
+        mirror_sever(m);
+}
+
+json_t *mirror_json(struct mirror *m)
+{
+        enum mstate s = get_state(m);
+        uint64_t gran = repl_state_granularity(m->st), dirty = repl_state_count(m->st);
+        uint64_t total = s == MS_RESYNC ? (m->resync_total ? m->resync_total : dirty) : 0;
+        uint64_t done = s == MS_RESYNC && total > dirty ? total - dirty : 0;
+        pthread_mutex_lock(&m->lock);
+        json_t *j = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, "
+            "s:s}",
+            "mirror_id", m->id, "role", "primary", "mode", m->strict ? "strict" : "sync", "state",
+            state_names[s], "peer", m->peer, "lag_bytes", (json_int_t)atomic_load(&m->lag_bytes),
+            "resync_done_bytes", (json_int_t)(done * gran), "resync_total_bytes",
+            (json_int_t)(total * gran), "out_of_sync_regions", (json_int_t)dirty, "region_bytes",
+            (json_int_t)gran, "resync_copied_regions", (json_int_t)atomic_load(&m->resync_regions),
+            "mirrored_writes", (json_int_t)atomic_load(&m->mirrored_writes), "degraded_writes",
+            (json_int_t)atomic_load(&m->degraded_writes), "peer_errors",
+            (json_int_t)atomic_load(&m->peer_errors), "link_failures",
+            (json_int_t)atomic_load(&m->link_failures), "resync_bytes",
+            (json_int_t)atomic_load(&m->resync_bytes), "generation", "", "last_error",
+            m->last_error);
+        pthread_mutex_unlock(&m->lock);
+        char gen[40];
+        snprintf(gen, sizeof(gen), "%016llx/%016llx", (unsigned long long)repl_state_gen(m->st),
+                 (unsigned long long)repl_state_shared_gen(m->st));
+        json_object_set_new(j, "generation", json_string(gen));
+        json_object_set_new(j, "peer_unstable_regions",
+                            json_integer((json_int_t)atomic_load(&m->unstable_regions)));
+        return j;
+}
