@@ -283,6 +283,7 @@ static void free_msg(struct mirror *m, struct mmsg *msg, bool delivered, uint32_
                                  m->peer, (unsigned long long)m->resync_done);
                 }
                 m->synced_sent = 0;
+                free(msg);
                 return;
         case K_FLUSH:
                 if (delivered && status == REPL_OK)

@@ -630,10 +630,10 @@ void daemon_stop(struct daemon *d)
         portal_mgr_destroy(d->portals);
         if (d->gw)
                 iscsi_gw_close_all(d->gw);
+        daemon_mirror_stop(d); /* no peer writes arrive during the final flush */
         bool drained = daemon_wlog_drain(d);
         bool flushed = flush_all(d);
         daemon_wlog_close(d, drained && flushed);
-        daemon_mirror_stop(d);
         for (unsigned i = 0; i < d->nluns; i++)
                 volume_stop(d->luns[i].volume);
         for (unsigned i = 0; i < d->nreactors; i++)

@@ -168,7 +168,7 @@ echo "-- 1. pairing and mirrored writes"
 fresh_pair
 wait_state p synchronized
 [ "$(mstat p resync_copied_regions)" -ge 256 ] || fail "first pairing copied $(mstat p resync_copied_regions) regions, not all 256"
-"$BIN/iscsi_pattern" --count 100 --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[p]}/$IQN/0" | tail -1
+"$BIN/iscsi_pattern" --count 100 --max-size 1M --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[p]}/$IQN/0" | tail -1
 if iscsi-inq "iscsi://127.0.0.1:${PORT[s]}/$IQN/0" >/dev/null 2>&1; then
 	fail "the secondary served an initiator while standby"
 fi
@@ -255,11 +255,11 @@ echo "-- 5. split brain"
 fresh_pair
 wait_state p synchronized
 node_kill s
-"$BIN/iscsi_pattern" --count 20 --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[p]}/$IQN/0" | tail -1
+"$BIN/iscsi_pattern" --count 20 --max-size 1M --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[p]}/$IQN/0" | tail -1
 ctl p mirror-sever "$IQN" 0 >/dev/null || fail "sever"
 node_start s
 out=$(ctl s mirror-promote "$IQN" 0 2>&1) || fail "promote s: $out"
-"$BIN/iscsi_pattern" --count 20 --seed 9 --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[s]}/$IQN/0" | tail -1
+"$BIN/iscsi_pattern" --count 20 --max-size 1M --seed 9 --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[s]}/$IQN/0" | tail -1
 ctl s flush "$IQN" 0 >/dev/null
 sum=$(md5sum <"$TMP/s.img")
 ctl p mirror-establish "$IQN" 0 >/dev/null || fail "establish"
