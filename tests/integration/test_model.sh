@@ -4,7 +4,9 @@
 # backend faults against one LUN, every read checked against a model of what the LUN may
 # hold, the file backend's image checked after flushes and byte for byte at the end. A small
 # pool (4M for a 16M range) keeps the cache under pressure. Run with write_cache = yes and no,
-# and (shorter) with 4096-byte blocks.
+# and (shorter) with 4096-byte blocks. nop_interval = 1: the target must not ping a busy
+# connection (libiscsi fails its session when it answers a NOP-In while Data-Out PDUs wait in
+# its queue), while an idle moment still gets pinged and answered.
 #   ISERGW_LONG=1         run the two main settings for MODEL_SECONDS each (default 240; the
 #                         4K one a quarter of it), with a random seed unless MODEL_SEED is set
 #   MODEL_SECONDS=S       run each setting for S seconds
@@ -26,7 +28,7 @@ echo "model: seed $SEED (rerun with MODEL_SEED=$SEED)"
 run_case() { # name, extra LUN lines, block size, share of the ops or seconds (1/N)
 	local name=$1 extra=$2 bs=$3 div=$4
 	rm -f "$TMP/isergw.conf" "$TMP/lun0.img"
-	BLOCK_SIZE=$bs POOL_SIZE=4M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes
+	NOP_INTERVAL=1 BLOCK_SIZE=$bs POOL_SIZE=4M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes
 $extra" write_config
 	start_daemon
 	echo "-- $name"
