@@ -60,7 +60,7 @@ static int run_io(enum volume_op op, uint64_t offset, uint8_t *buf, size_t len, 
         struct op o = {0};
         size_t first = split ? len / 2 : len;
         o.iov[0] = (struct iovec){buf, first};
-        o.iov[1] = (struct iovec){buf + first, len - first};
+        o.iov[1] = (struct iovec){buf ? buf + first : NULL, len - first}; /* FLUSH: none */
         o.io = (struct volume_io){.op = op,
                                   .offset = offset,
                                   .length = op == VOLUME_FLUSH ? 0 : len,
