@@ -1,7 +1,11 @@
 /* The file backend: a regular file or block device driven through the submitting reactor's
- * io_uring. Buffered I/O; FUA maps to RWF_DSYNC, FLUSH to fdatasync, UNMAP to a punched
- * hole, WRITE_ZEROES to a zeroed range; where the file system has neither (tmpfs has no
- * zeroed ranges, some have no holes), both write zeroes instead. */
+ * io_uring. Reads and small writes go through the page cache; large aligned writes (the
+ * destager's, FILE_DIRECT_MIN bytes or more) go O_DIRECT through a second descriptor, so
+ * their bytes are not copied a second time into the page cache (the cache above already
+ * holds them; the kernel drops the page cache's copy of a range written direct, so buffered
+ * reads stay coherent). FUA maps to RWF_DSYNC, FLUSH to fdatasync, UNMAP to a punched hole,
+ * WRITE_ZEROES to a zeroed range; where the file system has neither (tmpfs has no zeroed
+ * ranges, some have no holes), both write zeroes instead. */
 #include <errno.h>
 #include <stddef.h>
 #include <fcntl.h>
@@ -19,9 +23,16 @@
 #include "src/log.h"
 #include "src/reactor.h"
 
+/* Writes this large and aligned go O_DIRECT. Small ones stay buffered: the page cache merges
+ * and absorbs scattered small writes better than the disk takes them one by one. */
+#define FILE_DIRECT_MIN (128u * 1024)
+
 struct backend_file {
         struct backend base;
         int fd;
+        int direct_fd;             /* O_DIRECT, or -1 */
+        uint32_t dio_mem_align;    /* what O_DIRECT asks of buffers ... */
+        uint32_t dio_offset_align; /* ... and of offsets and lengths */
         uint64_t size;
         bool is_blockdev;
         /* atomic; the file system refused that fallocate mode: write zeroes */
@@ -133,6 +144,25 @@ static void file_rw_done(struct reactor_io *rio, int res)
         file_io_issue(f, io);
 }
 
+static bool aligned_to(uint64_t x, uint32_t align)
+{
+        return (x & (align - 1)) == 0;
+}
+
+/* Whether a whole write (not a resumed short one) may go O_DIRECT. */
+static bool goes_direct(const struct backend_file *f, const struct volume_io *io)
+{
+        if (f->direct_fd < 0 || io->op != VOLUME_WRITE || io->length < FILE_DIRECT_MIN ||
+            !aligned_to(io->offset, f->dio_offset_align) ||
+            !aligned_to(io->length, f->dio_offset_align))
+                return false;
+        for (int i = 0; i < io->iovcnt; i++)
+                if (!aligned_to((uintptr_t)io->iov[i].iov_base, f->dio_mem_align) ||
+                    !aligned_to(io->iov[i].iov_len, f->dio_offset_align))
+                        return false;
+        return true;
+}
+
 static void file_rw_issue(struct backend_file *f, struct volume_io *io, struct io_uring_sqe *sqe)
 {
         struct file_io_state *st = io_state(io);
@@ -156,7 +186,10 @@ static void file_rw_issue(struct backend_file *f, struct volume_io *io, struct i
         } else if (io->op == VOLUME_READ) {
                 io_uring_prep_readv(sqe, f->fd, v, n, io->offset);
         } else {
-                io_uring_prep_writev(sqe, f->fd, v, n, io->offset);
+                /* A short transfer above is resumed buffered: its remainder may not be
+                 * aligned. */
+                io_uring_prep_writev(sqe, goes_direct(f, io) ? f->direct_fd : f->fd, v, n,
+                                     io->offset);
                 if (io->fua)
                         sqe->rw_flags = RWF_DSYNC;
         }
@@ -275,6 +308,8 @@ static void file_destroy(struct backend *b)
                 fdatasync(f->fd);
                 close(f->fd);
         }
+        if (f->direct_fd >= 0)
+                close(f->direct_fd);
         free(f->zeros);
         free(f);
 }
@@ -323,11 +358,31 @@ static int file_prepare_size(struct backend_file *f, const char *path, uint64_t 
         return 0;
 }
 
+/* A second descriptor for O_DIRECT writes, where the file system says what alignment they
+ * need (statx STATX_DIOALIGN); otherwise every write stays buffered. */
+static void file_open_direct(struct backend_file *f, const char *path)
+{
+        struct statx sx;
+        if (statx(f->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) < 0 ||
+            !(sx.stx_mask & STATX_DIOALIGN) || !sx.stx_dio_mem_align || !sx.stx_dio_offset_align)
+                return;
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
+        if (fd < 0) {
+                log_info("backend %s: no O_DIRECT (%s); every write goes through the page cache",
+                         path, strerror(errno));
+                return;
+        }
+        f->direct_fd = fd;
+        f->dio_mem_align = sx.stx_dio_mem_align;
+        f->dio_offset_align = sx.stx_dio_offset_align;
+}
+
 struct backend *backend_file_open(const char *path, uint64_t size, bool create)
 {
         struct backend_file *f = calloc(1, sizeof(*f));
         if (!f)
                 return NULL;
+        f->direct_fd = -1;
         f->base.ops = &file_ops;
         snprintf(f->base.name, sizeof(f->base.name), "%s", path);
         int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
@@ -344,5 +399,6 @@ struct backend *backend_file_open(const char *path, uint64_t size, bool create)
                 file_destroy(&f->base);
                 return NULL;
         }
+        file_open_direct(f, path);
         return &f->base;
 }

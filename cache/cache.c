@@ -435,6 +435,7 @@ struct fill {
         uint64_t pos;   /* where that part goes in io's data */
         uint8_t *line;  /* the whole line read into a spare pool line, or */
         uint8_t *buf;   /* (no spare line) just the part, merged with the cache after */
+        bool buf_is_io; /* buf is the caller's own buffer: nothing to copy or free */
         uint32_t gen;   /* the line's bucket when the backend read was issued */
 };
 
@@ -485,7 +486,8 @@ static void fill_merge_part(struct cache *c, struct fill *f)
                 if (cl->valid >> b & 1)
                         memcpy(f->buf + off, cl->data + f->lo + off, bs);
         }
-        copy_to_iov(f->io, f->pos, f->buf, f->n);
+        if (!f->buf_is_io)
+                copy_to_iov(f->io, f->pos, f->buf, f->n);
 }
 
 static void fill_done(struct volume_io *bio, int res)
@@ -516,20 +518,40 @@ static void fill_done(struct volume_io *bio, int res)
         }
         if (f->line)
                 line_pool_put(c->pool, f->line);
-        free(f->buf);
+        if (!f->buf_is_io)
+                free(f->buf);
         struct reactor *here = bio->reactor;
         free(f);
         read_finish_one(io, here);
 }
 
-/* Under the lock. */
+/* Where [pos, pos + n) of io's data is, if it is in one piece of one iovec. */
+static uint8_t *io_span(const struct volume_io *io, uint64_t pos, uint32_t n)
+{
+        for (int i = 0; i < io->iovcnt; i++) {
+                size_t len = io->iov[i].iov_len;
+                if (pos < len)
+                        return pos + n <= len ? (uint8_t *)io->iov[i].iov_base + pos : NULL;
+                pos -= len;
+        }
+        return NULL;
+}
+
+/* Under the lock. A miss of a whole line is read straight into the caller's buffer and not
+ * kept (a large sequential read would only push hot lines out: scan resistance, and no
+ * copy); a partial miss reads the whole line into a spare line that joins the cache. */
 static void start_fill(struct volume *v, struct volume_io *io, uint64_t lno, uint32_t lo,
                        uint32_t n, uint64_t pos)
 {
         struct cache *c = v->cache;
         struct fill *f = calloc(1, sizeof(*f));
-        if (f && !(f->line = get_line(c, NULL)))
+        uint8_t *direct = n == c->line_size ? io_span(io, pos, n) : NULL;
+        if (f && direct) {
+                f->buf = direct;
+                f->buf_is_io = true;
+        } else if (f && !(f->line = get_line(c, NULL))) {
                 f->buf = aligned_alloc(4096, (n + 4095) / 4096 * 4096);
+        }
         if (!f || (!f->line && !f->buf)) {
                 free(f);
                 if (!io_state(io)->result)
@@ -545,6 +567,7 @@ static void start_fill(struct volume *v, struct volume_io *io, uint64_t lno, uin
                            .pos = pos,
                            .line = f->line,
                            .buf = f->buf,
+                           .buf_is_io = f->buf_is_io,
                            .gen = *bucket_of(c, v, lno)};
         if (f->line) {
                 uint64_t len =

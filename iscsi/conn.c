@@ -291,6 +291,7 @@ static void enter_full_feature(struct iscsi_conn *c)
         login_destroy(c->login);
         c->login = NULL;
         if (c->gw->conf.nop_interval_s) {
+                c->rx_pdus_at_tick = c->rx_pdus; /* silent from here on: pinged at the tick */
                 c->nop_timer.cb = nop_timer_cb;
                 c->nop_timer.ctx = c;
                 reactor_timer_arm(c->rc->reactor, &c->nop_timer,
@@ -406,8 +407,10 @@ static void handle_nop_out(struct iscsi_conn *c, const uint8_t *data, uint32_t l
 {
         const struct iscsi_bhs *h = &c->rx_bhs;
         uint32_t itt = bhs_itt(h), ttt = bhs_word(h, BHS_TTT);
-        if (ttt != ISCSI_RSVD_TAG && ttt == c->nop_ttt)
+        if (ttt != ISCSI_RSVD_TAG && ttt == c->nop_ttt) {
                 c->nop_ttt = ISCSI_RSVD_TAG; /* the answer to our NOP-In */
+                c->rx_pdus_at_tick++;        /* is no traffic of its own: pinged on */
+        }
         if (itt == ISCSI_RSVD_TAG && ttt != ISCSI_RSVD_TAG)
                 return;
         if (itt == ISCSI_RSVD_TAG) {
@@ -452,8 +455,12 @@ static void nop_timer_cb(struct reactor_timer *t)
                 conn_drop(c, "initiator did not answer NOP-In (dead initiator)");
                 return;
         }
-        if (c->nop_ttt == ISCSI_RSVD_TAG)
+        /* Only an idle connection is pinged: one that sent PDUs since the last tick is alive.
+         * (libiscsi also fails a session when it must answer a ping while Data-Out PDUs wait
+         * in its queue: the NOP-Out takes the stale CmdSN of the queue's head.) */
+        if (c->nop_ttt == ISCSI_RSVD_TAG && c->rx_pdus == c->rx_pdus_at_tick)
                 send_nop_in_ping(c);
+        c->rx_pdus_at_tick = c->rx_pdus;
         uint64_t next = (uint64_t)c->gw->conf.nop_interval_s * 1000000000ull;
         if (c->nop_ttt != ISCSI_RSVD_TAG && timeout < next)
                 next = timeout;
@@ -681,6 +688,7 @@ int iscsi_conn_rx_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, cons
         c->rx_bhs = *bhs;
         c->rx_error = NULL;
         c->rx_failed_task = NULL;
+        c->rx_pdus++;
         memset(dest, 0, sizeof(*dest));
         uint32_t dsl = bhs_dsl(bhs);
         uint8_t op = bhs_opcode(bhs);

@@ -186,6 +186,7 @@ struct iscsi_conn {
         uint32_t nop_ttt; /* outstanding target NOP-In TTT, 0xffffffff: none */
         uint64_t nop_sent_ns;
         uint32_t next_nop_ttt;
+        uint64_t rx_pdus, rx_pdus_at_tick; /* PDUs received: ever, and at the last tick */
 
         /* Text response continuation */
         uint8_t *text_buf;

@@ -30,6 +30,7 @@ struct tx_pdu {
         uint8_t hdr_digest[4];
         uint8_t data_digest[4];
         uint8_t pad[4];
+        bool with_hdr_digest, with_data_digest; /* as when queued: digests start later */
         uint64_t wire_done;
         uint64_t wire_total;
 };

@@ -38,6 +38,10 @@ struct reactor {
         int msg_efd;
         struct reactor_timer *timers; /* sorted by deadline */
         struct reactor_deferred *deferred_head, *deferred_tail;
+        /* The epoll batch being dispatched: an fd deleted by a callback may still have an
+         * event further on in it, whose rfd its owner has freed by then. */
+        struct epoll_event *batch;
+        int batch_next, batch_n;
 };
 
 uint64_t reactor_now_ns(void)
@@ -170,6 +174,9 @@ int reactor_mod_fd(struct reactor *r, struct reactor_fd *rfd, uint32_t events)
 void reactor_del_fd(struct reactor *r, struct reactor_fd *rfd)
 {
         epoll_ctl(r->epfd, EPOLL_CTL_DEL, rfd->fd, NULL);
+        for (int i = r->batch_next; i < r->batch_n; i++)
+                if (r->batch[i].data.ptr == rfd)
+                        r->batch[i].data.ptr = NULL; /* skipped: rfd may be freed by then */
 }
 
 struct io_uring_sqe *reactor_get_sqe(struct reactor *r)
@@ -305,10 +312,16 @@ void reactor_poll_once(struct reactor *r, int max_wait_ms)
                 log_err("reactor %u: epoll_wait: %s", r->index, strerror(errno));
                 return;
         }
+        r->batch = events;
+        r->batch_n = n;
         for (int i = 0; i < n; i++) {
                 struct reactor_fd *rfd = events[i].data.ptr;
-                rfd->cb(rfd, events[i].events);
+                r->batch_next = i + 1;
+                if (rfd)
+                        rfd->cb(rfd, events[i].events);
         }
+        r->batch_n = 0;
+        r->batch = NULL;
         run_deferred(r);
         ring_reap(r);
         run_deferred(r);

@@ -41,17 +41,27 @@ struct xport_conn {
         struct rx_dest dest;
         uint32_t data_have, data_want; /* dsl + pad + digest */
         uint8_t trailer[8];            /* pad (<=3) + data digest (4) */
+        /* The next PDU's header, read in the same readv as this PDU's data (one system call
+         * per Data-Out PDU instead of two); it becomes hdr once this PDU is handled. */
+        uint8_t ahead[ISCSI_BHS_LEN];
+        uint32_t ahead_have;
+        struct reactor_deferred rx_work; /* a whole header read ahead waits: no EPOLLIN */
         uint8_t *discard;
         /* send */
         struct tx_pdu *tx_head, *tx_tail;
         struct tx_pdu *done_head; /* sent, sent() not yet called */
         struct reactor_deferred done_work;
+        /* PDUs queued while the reactor works through its events go out together, in one
+         * sendmsg after them (R2Ts and responses of many commands, Data-In of many lines). */
+        struct reactor_deferred flush_work;
         bool want_out;
 };
 
 static void tcp_teardown(void *arg);
+static void tcp_flush(struct xport_conn *xc);
 
-static void tcp_close(struct xport_conn *xc, const char *reason)
+/* Closes at once: what is still queued is not sent (errors, the peer gone). */
+static void close_now(struct xport_conn *xc, const char *reason)
 {
         if (xc->closing)
                 return;
@@ -64,12 +74,23 @@ static void tcp_close(struct xport_conn *xc, const char *reason)
         }
 }
 
+/* The iSCSI layer's close: what it queued before (a Reject, a last response) goes out first,
+ * as far as the socket takes it now. */
+static void tcp_close(struct xport_conn *xc, const char *reason)
+{
+        if (!xc->closing && !xc->want_out && xc->tx_head)
+                tcp_flush(xc);
+        close_now(xc, reason);
+}
+
 /* ---------------- send ---------------- */
 
 static void frame_pdu(struct xport_conn *xc, struct tx_pdu *p)
 {
         uint32_t pad = iscsi_pad(p->data_len);
         memset(p->pad, 0, sizeof(p->pad));
+        p->with_hdr_digest = xc->header_digest;
+        p->with_data_digest = xc->data_digest && p->data_len;
         p->wire_total = ISCSI_BHS_LEN + (xc->header_digest ? 4 : 0) + p->data_len;
         if (p->data_len)
                 p->wire_total += pad + (xc->data_digest ? 4 : 0);
@@ -83,12 +104,12 @@ static void frame_pdu(struct xport_conn *xc, struct tx_pdu *p)
 }
 
 /* Appends the not-yet-sent part of p to iov; returns the new count. */
-static int pdu_iov(struct xport_conn *xc, struct tx_pdu *p, struct iovec *iov, int n, int max)
+static int pdu_iov(struct tx_pdu *p, struct iovec *iov, int n, int max)
 {
         struct iovec parts[TX_PDU_MAX_IOV + 4];
         int k = 0;
         parts[k++] = (struct iovec){p->bhs.b, ISCSI_BHS_LEN};
-        if (xc->header_digest)
+        if (p->with_hdr_digest)
                 parts[k++] = (struct iovec){p->hdr_digest, 4};
         for (int i = 0; i < p->data_iovcnt; i++)
                 parts[k++] = p->data[i];
@@ -96,7 +117,7 @@ static int pdu_iov(struct xport_conn *xc, struct tx_pdu *p, struct iovec *iov, i
                 uint32_t pad = iscsi_pad(p->data_len);
                 if (pad)
                         parts[k++] = (struct iovec){p->pad, pad};
-                if (xc->data_digest)
+                if (p->with_data_digest)
                         parts[k++] = (struct iovec){p->data_digest, 4};
         }
         uint64_t skip = p->wire_done;
@@ -157,7 +178,7 @@ static void tcp_flush(struct xport_conn *xc)
                 struct iovec iov[TCP_MAX_TX_IOV];
                 int n = 0;
                 for (struct tx_pdu *p = xc->tx_head; p && n < TCP_MAX_TX_IOV - 8; p = p->next)
-                        n = pdu_iov(xc, p, iov, n, TCP_MAX_TX_IOV);
+                        n = pdu_iov(p, iov, n, TCP_MAX_TX_IOV);
                 struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
                 ssize_t sent = sendmsg(xc->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (sent < 0) {
@@ -167,7 +188,7 @@ static void tcp_flush(struct xport_conn *xc)
                         }
                         if (errno == EINTR)
                                 continue;
-                        tcp_close(xc, strerror(errno));
+                        close_now(xc, strerror(errno));
                         return;
                 }
                 uint64_t left = (uint64_t)sent;
@@ -203,6 +224,14 @@ static void tcp_send_pdu(struct xport_conn *xc, struct tx_pdu *pdu)
                 xc->tx_head = pdu;
         xc->tx_tail = pdu;
         if (!xc->want_out)
+                reactor_defer(xc->reactor, &xc->flush_work);
+}
+
+static void flush_work_cb(struct reactor_deferred *d)
+{
+        struct xport_conn *xc =
+            (struct xport_conn *)((char *)d - offsetof(struct xport_conn, flush_work));
+        if (!xc->want_out) /* else EPOLLOUT flushes */
                 tcp_flush(xc);
 }
 
@@ -220,14 +249,14 @@ static void rx_reset(struct xport_conn *xc)
 static int read_stopped(struct xport_conn *xc, ssize_t n)
 {
         if (n == 0) {
-                tcp_close(xc, "peer closed the connection");
+                close_now(xc, "peer closed the connection");
                 return -1;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
         if (errno == EINTR)
                 return 1;
-        tcp_close(xc, strerror(errno));
+        close_now(xc, strerror(errno));
         return -1;
 }
 
@@ -316,17 +345,30 @@ static int read_data(struct xport_conn *xc)
                                         break;
                         }
                 }
-                if (xc->data_have >= dsl) {
-                        uint32_t t = xc->data_have - dsl;
-                        iov[n++] = (struct iovec){xc->trailer + t, xc->data_want - dsl - t};
+                uint64_t asked = 0;
+                for (int i = 0; i < n; i++)
+                        asked += iov[i].iov_len;
+                if (xc->data_have + asked >= dsl) { /* the data's end is in this read */
+                        uint32_t t = xc->data_have > dsl ? xc->data_have - dsl : 0;
+                        uint32_t rest = xc->data_want - dsl - t;
+                        if (rest)
+                                iov[n++] = (struct iovec){xc->trailer + t, rest};
+                        asked += rest;
                 }
                 if (n == 0) {
                         log_err("tcp %s: no buffer for %u data bytes", xc->peer, dsl);
                         tcp_close(xc, "internal error");
                         return -1;
                 }
+                if (asked == xc->data_want - xc->data_have) /* the rest of this PDU, all of it */
+                        iov[n++] = (struct iovec){xc->ahead, ISCSI_BHS_LEN};
                 ssize_t got = readv(xc->fd, iov, n);
                 if (got > 0) {
+                        uint32_t left = xc->data_want - xc->data_have;
+                        if ((uint32_t)got > left) {
+                                xc->ahead_have = (uint32_t)got - left;
+                                got = left;
+                        }
                         xc->data_have += (uint32_t)got;
                         continue;
                 }
@@ -372,10 +414,39 @@ static int rx_step(struct xport_conn *xc)
                         log_warn("tcp %s: data digest error", xc->peer);
                 rx_reset(xc);
                 iscsi_conn_rx_pdu(xc->ic, ok);
+                if (xc->ahead_have) {
+                        memcpy(xc->hdr, xc->ahead, xc->ahead_have);
+                        xc->hdr_have = xc->ahead_have;
+                        xc->ahead_have = 0;
+                }
                 return 1;
         default:
                 return -1;
         }
+}
+
+/* Whether a whole header was read ahead: the socket may hold nothing more to wake us. */
+static bool header_waiting(const struct xport_conn *xc)
+{
+        return xc->phase == RX_BHS && xc->hdr_have == xc->hdr_want;
+}
+
+static void rx_run(struct xport_conn *xc)
+{
+        int budget = TCP_RX_BUDGET;
+        for (; budget > 0 && !xc->closing && !xc->paused; budget--) {
+                if (rx_step(xc) <= 0)
+                        return;
+        }
+        if (!xc->closing && !xc->paused && header_waiting(xc))
+                reactor_defer(xc->reactor, &xc->rx_work); /* after the others' turn */
+}
+
+static void rx_work_cb(struct reactor_deferred *d)
+{
+        struct xport_conn *xc =
+            (struct xport_conn *)((char *)d - offsetof(struct xport_conn, rx_work));
+        rx_run(xc);
 }
 
 static void tcp_event(struct reactor_fd *rfd, uint32_t events)
@@ -389,12 +460,8 @@ static void tcp_event(struct reactor_fd *rfd, uint32_t events)
         }
         if (events & EPOLLOUT)
                 tcp_flush(xc);
-        if (!(events & EPOLLIN))
-                return;
-        for (int budget = TCP_RX_BUDGET; budget > 0 && !xc->closing && !xc->paused; budget--) {
-                if (rx_step(xc) <= 0)
-                        break;
-        }
+        if (events & EPOLLIN)
+                rx_run(xc);
 }
 
 /* ---------------- ops ---------------- */
@@ -417,6 +484,8 @@ static void tcp_pause_rx(struct xport_conn *xc, bool paused)
         xc->paused = paused;
         uint32_t ev = (paused ? 0 : EPOLLIN) | (xc->want_out ? EPOLLOUT : 0);
         reactor_mod_fd(xc->reactor, &xc->rfd, ev);
+        if (!paused && header_waiting(xc))
+                reactor_defer(xc->reactor, &xc->rx_work);
 }
 
 static const struct iscsi_transport_ops tcp_ops = {
@@ -436,6 +505,8 @@ static void tcp_teardown(void *arg)
         xc->fd = -1;
         while (xc->tx_head)
                 tx_complete_head(xc);
+        reactor_defer_cancel(xc->reactor, &xc->flush_work);
+        reactor_defer_cancel(xc->reactor, &xc->rx_work);
         reactor_defer_cancel(xc->reactor, &xc->done_work);
         run_done(xc);
         iscsi_conn_closed(xc->ic);
@@ -462,6 +533,8 @@ int tcp_conn_start(struct iscsi_gw *gw, struct reactor *r, unsigned ri, int fd, 
         snprintf(xc->peer, sizeof(xc->peer), "%s", peer);
         xc->discard = malloc(DISCARD_CHUNK);
         xc->done_work.cb = done_work_cb;
+        xc->flush_work.cb = flush_work_cb;
+        xc->rx_work.cb = rx_work_cb;
         rx_reset(xc);
         xc->ic = iscsi_conn_create(gw, ri, &tcp_ops, xc, portal, peer);
         if (!xc->ic || !xc->discard) {

@@ -7,6 +7,9 @@
 # and (shorter) with 4096-byte blocks and with write-back behind the write log (a 16M log
 # that checkpoints often, while backend faults make some checkpoints fail), and behind the
 # log with the daemon killed (kill -9) under the last commands and restarted.
+# nop_interval = 1: the target must not ping a busy connection (libiscsi fails its session
+# when it answers a NOP-In while Data-Out PDUs wait in its queue), while an idle moment still
+# gets pinged and answered.
 #   ISERGW_LONG=1         run the two main settings for MODEL_SECONDS each (default 240; the
 #                         4K one a quarter of it), with a random seed unless MODEL_SEED is set
 #   MODEL_SECONDS=S       run each setting for S seconds
@@ -28,7 +31,7 @@ echo "model: seed $SEED (rerun with MODEL_SEED=$SEED)"
 run_case() { # name, extra LUN lines, block size, share of the ops or seconds (1/N), gateway lines
 	local name=$1 extra=$2 bs=$3 div=$4
 	rm -f "$TMP/isergw.conf" "$TMP/lun0.img" "$TMP/wlog"
-	GATEWAY_EXTRA=${5:-} BLOCK_SIZE=$bs POOL_SIZE=4M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes
+	GATEWAY_EXTRA=${5:-} NOP_INTERVAL=1 BLOCK_SIZE=$bs POOL_SIZE=4M LUN_SIZE=16M LUN_EXTRA="fault_injection = yes
 $extra" write_config
 	start_daemon
 	echo "-- $name"
