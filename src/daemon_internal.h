@@ -12,6 +12,7 @@
 #include "src/config.h"
 
 struct wlog;
+struct iser_mgr;
 
 struct daemon_lun {
         const struct config_target *target;
@@ -32,6 +33,7 @@ struct daemon {
         struct cache *cache;
         struct iscsi_gw *gw;
         struct portal_mgr *portals;
+        struct iser_mgr *iser; /* NULL until an iSER portal is configured */
         struct daemon_lun *luns;
         unsigned nluns;
         struct status_server *status;
