@@ -253,6 +253,9 @@ static void apply_params(struct iscsi_conn *c, const struct iscsi_params *p)
                  * bounds them by the initiator's and the device's read limits). */
                 c->max_xmit_dsl = p->initiator_recv_dsl;
                 c->max_recv_dsl = p->target_recv_dsl;
+                uint32_t cap = c->xops->max_control_dsl;
+                if (cap && c->max_xmit_dsl > cap)
+                        c->max_xmit_dsl = cap;
                 c->max_data_in = c->max_burst;
                 c->max_r2t = 16;
         }
@@ -862,11 +865,12 @@ struct iscsi_conn *iscsi_conn_create(struct iscsi_gw *gw, unsigned ri,
             .discovery_auth = gw->discovery_chap ? &gw->discovery_auth : NULL,
         };
         if (ops->rdma) {
-                /* Immediate data would land in a receive buffer and need a CPU copy into
-                 * its line: over iSER every write byte comes by RDMA READ instead. */
+                /* Immediate and unsolicited data would land in a receive buffer and need a
+                 * CPU copy into its line: over iSER every write byte comes by RDMA READ. */
                 limits.immediate_data = false;
-                if (ops->max_recv_dsl_limit && limits.max_recv_dsl > ops->max_recv_dsl_limit)
-                        limits.max_recv_dsl = ops->max_recv_dsl_limit;
+                limits.initial_r2t = true;
+                if (ops->max_control_dsl && limits.max_recv_dsl > ops->max_control_dsl)
+                        limits.max_recv_dsl = ops->max_control_dsl;
         }
         c->login = login_create(&limits, &cbs, ops->rdma);
         c->rx_buf_size = LOGIN_MAX_DSL;

@@ -51,11 +51,13 @@ struct iscsi_transport_ops {
         /* iSER (RFC 7145): the transport moves data by RDMA. R2Ts it gets become RDMA READs
          * whose data it reports back as Data-Out PDUs (iscsi_conn_solicited_dest() says where
          * they land); Data-In PDUs become RDMA WRITEs. The iSCSI layer negotiates
-         * RDMAExtensions=Yes, no immediate data, and sends Data-In up to the burst length. */
+         * RDMAExtensions=Yes, ImmediateData=No and InitialR2T=Yes (every write byte comes by
+         * RDMA READ, none through a receive buffer) and sends Data-In up to the burst length. */
         bool rdma;
-        /* rdma only: largest data segment a receive buffer holds (TargetRecvDataSegmentLength
-         * is never declared above it); 0: no limit of the transport's own. */
-        uint32_t max_recv_dsl_limit;
+        /* rdma only: largest control-PDU data segment its registered buffers hold, each way
+         * (TargetRecvDataSegmentLength is never declared above it, and nothing larger is
+         * sent); 0: no limit of the transport's own. */
+        uint32_t max_control_dsl;
 };
 
 /* Where a received PDU's data segment goes. */

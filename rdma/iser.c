@@ -33,16 +33,17 @@
 #define ISER_CM_SEND_INV_NOT_USED 0x40
 #define ISER_CM_PRIV_LEN          4
 
-#define ISER_RECV_DSL 8192u /* TargetRecvDataSegmentLength at most (the RFC default) */
-#define ISER_SEND_DSL 8192u /* largest control data segment we send (login, text) */
-#define RX_BUF_SIZE   (ISER_HDRS + ISCSI_MAX_AHS_BYTES + ISER_RECV_DSL)
-#define TX_BUF_SIZE   (ISER_HDRS + ISER_SEND_DSL)
+#define ISER_CONTROL_DSL                                                                           \
+        8192u /* control data segments each way (the RFC default of both iSER keys) */
+#define RX_BUF_SIZE   (ISER_HDRS + ISCSI_MAX_AHS_BYTES + ISER_CONTROL_DSL)
+#define TX_BUF_SIZE   (ISER_HDRS + ISER_CONTROL_DSL)
 #define NRX           192 /* queue depth 128 plus immediate PDUs (NOP-Out, TMF, logout) */
 #define NOPS          256 /* send queue depth: SENDs, RDMA WRITEs and READs posted at once */
 #define MAX_SGE       4
 #define MAX_READS     16 /* RDMA READs in flight per connection, at most */
 #define ITT_BUCKETS   256
 #define ITT_ENTRIES   1024
+#define GRACE_TIMEOUT (1000ull * 1000 * 1000)
 #define DRAIN_TIMEOUT (2000ull * 1000 * 1000)
 #define LISTENERS_MAX 32
 
@@ -130,7 +131,7 @@ struct xport_conn {
         char peer[80];
         uint32_t max_recv_dsl;
         unsigned max_reads;
-        bool established, closing, teardown_queued, paused;
+        bool established, closing, disconnecting, teardown_queued, paused;
         struct reactor_timer drain_timer;
         /* buffers */
         uint8_t *rx_mem, *tx_mem;
@@ -451,9 +452,9 @@ static int post_send_wr(struct xport_conn *xc, struct ibv_send_wr *wr)
 static int post_control(struct xport_conn *xc, struct iser_op *op, const struct iscsi_bhs *bhs,
                         const struct iovec *iov, int iovcnt, uint32_t len)
 {
-        if (len > ISER_SEND_DSL) {
+        if (len > ISER_CONTROL_DSL) {
                 log_err("iser %s: %s with %u data bytes exceeds the %u-byte send buffer", xc->peer,
-                        iscsi_opcode_name(bhs_opcode(bhs)), len, ISER_SEND_DSL);
+                        iscsi_opcode_name(bhs_opcode(bhs)), len, ISER_CONTROL_DSL);
                 return -1;
         }
         memset(op->buf, 0, ISER_HDR_LEN);
@@ -690,7 +691,7 @@ static void reads_pump(struct xport_conn *xc)
 static void read_done(struct xport_conn *xc, struct iser_op *op)
 {
         struct tx_pdu *r2t = op->pdu;
-        uint32_t chunk = xc->max_recv_dsl ? xc->max_recv_dsl : ISER_RECV_DSL;
+        uint32_t chunk = xc->max_recv_dsl ? xc->max_recv_dsl : ISER_CONTROL_DSL;
         CNT_ADD(xc->m, rdma_reads, 1);
         CNT_ADD(xc->m, rdma_read_bytes, op->len);
         uint32_t sn = 0;
@@ -923,7 +924,7 @@ static void queue_teardown(struct xport_conn *xc)
 
 static void maybe_teardown(struct xport_conn *xc)
 {
-        if (xc->rx_posted == 0 && xc->tx_posted == 0)
+        if (xc->disconnecting && xc->rx_posted == 0 && xc->tx_posted == 0)
                 queue_teardown(xc);
 }
 
@@ -935,12 +936,10 @@ static void drain_timeout(struct reactor_timer *t)
         queue_teardown(xc);
 }
 
-static void iser_close(struct xport_conn *xc, const char *reason)
+static void start_disconnect(struct xport_conn *xc)
 {
-        if (xc->closing)
-                return;
-        xc->closing = true;
-        log_info("iser %s: closing: %s", xc->peer, reason ? reason : "");
+        xc->disconnecting = true;
+        reactor_timer_cancel(xc->reactor, &xc->drain_timer);
         /* The QP goes to the error state: every posted work request completes (flushed);
          * once all have, nothing refers to lines or iSCSI-layer memory any more. */
         if (xc->id)
@@ -952,6 +951,22 @@ static void iser_close(struct xport_conn *xc, const char *reason)
         xc->drain_timer = (struct reactor_timer){.cb = drain_timeout, .ctx = xc};
         reactor_timer_arm(xc->reactor, &xc->drain_timer, DRAIN_TIMEOUT);
         maybe_teardown(xc);
+}
+
+static void iser_close(struct xport_conn *xc, const char *reason)
+{
+        if (!xc->closing) {
+                xc->closing = true;
+                log_info("iser %s: closing: %s", xc->peer, reason ? reason : "");
+        }
+        if (!xc->disconnecting)
+                start_disconnect(xc);
+}
+
+static void grace_over(struct reactor_timer *t)
+{
+        struct xport_conn *xc = t->ctx;
+        iser_close(xc, "the initiator did not disconnect");
 }
 
 /* ---------------- ops table ---------------- */
@@ -973,9 +988,20 @@ static void iser_pause_rx(struct xport_conn *xc, bool paused)
         xc->paused = paused;
 }
 
+/* The iSCSI layer ends the connection (after a Logout Response, or on an error it found).
+ * On a live connection the initiator gets a moment to disconnect first: a disconnect from
+ * our side racing the Logout Response it has not processed yet is a connection error to
+ * the Linux initiator. Nothing more is received or sent meanwhile. */
 static void iser_ops_close(struct xport_conn *xc, const char *reason)
 {
-        iser_close(xc, reason);
+        if (xc->closing || !xc->established) {
+                iser_close(xc, reason);
+                return;
+        }
+        xc->closing = true;
+        log_info("iser %s: closing: %s", xc->peer, reason ? reason : "");
+        xc->drain_timer = (struct reactor_timer){.cb = grace_over, .ctx = xc};
+        reactor_timer_arm(xc->reactor, &xc->drain_timer, GRACE_TIMEOUT);
 }
 
 static const struct iscsi_transport_ops iser_ops = {
@@ -986,7 +1012,7 @@ static const struct iscsi_transport_ops iser_ops = {
     .close = iser_ops_close,
     .pause_rx = iser_pause_rx,
     .rdma = true,
-    .max_recv_dsl_limit = ISER_RECV_DSL,
+    .max_control_dsl = ISER_CONTROL_DSL,
 };
 
 /* ---------------- connection setup ---------------- */
@@ -1086,7 +1112,7 @@ static void start_conn(void *arg)
         xc->id = h->id;
         xc->ri = h->ri;
         xc->reactor = m->reactors[h->ri];
-        xc->max_recv_dsl = ISER_RECV_DSL;
+        xc->max_recv_dsl = ISER_CONTROL_DSL;
         xc->done_work.cb = done_work_cb;
         snprintf(xc->peer, sizeof(xc->peer), "%s", h->peer);
         what = "event channel";
