@@ -149,6 +149,9 @@ struct xport_conn {
         /* sent, sent() not yet called */
         struct tx_pdu *done_head;
         struct reactor_deferred done_work;
+        /* Torn down: freed once this loop iteration's events (which may name its fds) ran. */
+        bool dead;
+        struct reactor_deferred free_work;
         /* ITT table */
         struct itt_entry *itt_bucket[ITT_BUCKETS];
         struct itt_entry itt_pool[ITT_ENTRIES];
@@ -810,6 +813,8 @@ static void poll_cq(struct xport_conn *xc)
 static void cq_event(struct reactor_fd *rfd, uint32_t events)
 {
         struct xport_conn *xc = rfd->ctx;
+        if (xc->dead)
+                return;
         struct ibv_cq *cq;
         void *ctx;
         while (ibv_get_cq_event(xc->cch, &cq, &ctx) == 0)
@@ -827,6 +832,8 @@ static void cq_event(struct reactor_fd *rfd, uint32_t events)
 static void cm_event(struct reactor_fd *rfd, uint32_t events)
 {
         struct xport_conn *xc = rfd->ctx;
+        if (xc->dead)
+                return;
         struct rdma_cm_event *ev;
         while (rdma_get_cm_event(xc->ech, &ev) == 0) {
                 enum rdma_cm_event_type type = ev->event;
@@ -911,7 +918,13 @@ static void teardown(void *arg)
         if (xc->ech)
                 rdma_destroy_event_channel(xc->ech);
         log_debug("iser %s: torn down", xc->peer);
-        free(xc);
+        xc->dead = true;
+        reactor_defer(xc->reactor, &xc->free_work);
+}
+
+static void free_work_cb(struct reactor_deferred *d)
+{
+        free((char *)d - offsetof(struct xport_conn, free_work));
 }
 
 static void queue_teardown(struct xport_conn *xc)
@@ -1114,6 +1127,7 @@ static void start_conn(void *arg)
         xc->reactor = m->reactors[h->ri];
         xc->max_recv_dsl = ISER_CONTROL_DSL;
         xc->done_work.cb = done_work_cb;
+        xc->free_work.cb = free_work_cb;
         snprintf(xc->peer, sizeof(xc->peer), "%s", h->peer);
         what = "event channel";
         xc->ech = rdma_create_event_channel();
