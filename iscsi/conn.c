@@ -245,6 +245,20 @@ static void apply_params(struct iscsi_conn *c, const struct iscsi_params *p)
         c->max_burst = p->max_burst_length;
         c->first_burst = p->first_burst_length;
         c->max_r2t = p->max_outstanding_r2t;
+        c->max_data_in = c->max_xmit_dsl;
+        if (p->rdma_extensions) {
+                /* RFC 7145: control-type PDUs are bounded by the iSER keys; Data-In and R2T
+                 * never go on the wire (RDMA WRITE and READ do), so a Data-In may span a whole
+                 * segment and a command may have several RDMA READs in flight (the transport
+                 * bounds them by the initiator's and the device's read limits). */
+                c->max_xmit_dsl = p->initiator_recv_dsl;
+                c->max_recv_dsl = p->target_recv_dsl;
+                uint32_t cap = c->xops->max_control_dsl;
+                if (cap && c->max_xmit_dsl > cap)
+                        c->max_xmit_dsl = cap;
+                c->max_data_in = c->max_burst;
+                c->max_r2t = 16;
+        }
         if (c->max_r2t > 16)
                 c->max_r2t = 16;
         c->immediate_data = p->immediate_data;
@@ -858,7 +872,15 @@ struct iscsi_conn *iscsi_conn_create(struct iscsi_gw *gw, unsigned ri,
             .lookup_target = lookup_target_cb,
             .discovery_auth = gw->discovery_chap ? &gw->discovery_auth : NULL,
         };
-        c->login = login_create(&limits, &cbs, false);
+        if (ops->rdma) {
+                /* Immediate and unsolicited data would land in a receive buffer and need a
+                 * CPU copy into its line: over iSER every write byte comes by RDMA READ. */
+                limits.immediate_data = false;
+                limits.initial_r2t = true;
+                if (ops->max_control_dsl && limits.max_recv_dsl > ops->max_control_dsl)
+                        limits.max_recv_dsl = ops->max_control_dsl;
+        }
+        c->login = login_create(&limits, &cbs, ops->rdma);
         c->rx_buf_size = LOGIN_MAX_DSL;
         c->rx_buf = malloc(c->rx_buf_size);
         if (!c->login || !c->rx_buf) {

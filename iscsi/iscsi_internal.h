@@ -156,6 +156,7 @@ struct iscsi_conn {
 
         /* Negotiated */
         uint32_t max_xmit_dsl; /* the initiator's MaxRecvDataSegmentLength */
+        uint32_t max_data_in;  /* largest Data-In (max_xmit_dsl; iSER: the burst length) */
         uint32_t max_recv_dsl; /* ours */
         uint32_t max_burst, first_burst, max_r2t;
         bool immediate_data, initial_r2t, header_digest, data_digest;

@@ -69,8 +69,13 @@ int iscsi_gw_add_portal(struct iscsi_gw *gw, const char *addr, uint16_t port)
         if (gw->nportals == ISCSI_MAX_PORTALS)
                 return -1;
         bool v6 = strchr(addr, ':') != NULL;
-        snprintf(gw->portals[gw->nportals++], sizeof(gw->portals[0]), v6 ? "[%s]:%u" : "%s:%u",
-                 addr, port);
+        char name[sizeof(gw->portals[0])];
+        snprintf(name, sizeof(name), v6 ? "[%s]:%u" : "%s:%u", addr, port);
+        /* A TCP and an iSER portal on one address are one TargetAddress. */
+        for (unsigned i = 0; i < gw->nportals; i++)
+                if (strcmp(gw->portals[i], name) == 0)
+                        return 0;
+        memcpy(gw->portals[gw->nportals++], name, sizeof(name));
         return 0;
 }
 

@@ -413,7 +413,8 @@ static void send_seg_data(struct iscsi_task *t, struct task_seg *s, uint32_t tot
         if (end > total)
                 end = total;
         while (off < end) {
-                uint32_t len = end - off < c->max_xmit_dsl ? end - off : c->max_xmit_dsl;
+                uint32_t max = c->max_data_in ? c->max_data_in : c->max_xmit_dsl;
+                uint32_t len = end - off < max ? end - off : max;
                 /* Data-In sequences stop at MaxBurstLength (RFC 7143 13.14). */
                 uint32_t burst_left = c->max_burst - (off % c->max_burst);
                 if (len > burst_left)
@@ -1225,6 +1226,12 @@ static void entry_done(struct iscsi_task *t, uint32_t ttt)
                 }
         }
         dpt_free(d, ttt);
+}
+
+uint8_t *iscsi_conn_solicited_dest(struct iscsi_conn *c, uint32_t ttt, uint32_t off, uint32_t len)
+{
+        struct dpt_entry *e = dpt_lookup(c->rc->dpt, ttt, c);
+        return e ? dpt_place(e, off, len) : NULL;
 }
 
 void task_rx_data_out_done(struct iscsi_conn *c, bool digest_ok)

@@ -49,6 +49,16 @@ struct iscsi_transport_ops {
         void (*close)(struct xport_conn *xc, const char *reason);
         /* Stop or resume reading new PDUs (back-pressure). */
         void (*pause_rx)(struct xport_conn *xc, bool paused);
+        /* iSER (RFC 7145): the transport moves data by RDMA. R2Ts it gets become RDMA READs
+         * whose data it reports back as Data-Out PDUs (iscsi_conn_solicited_dest() says where
+         * they land); Data-In PDUs become RDMA WRITEs. The iSCSI layer negotiates
+         * RDMAExtensions=Yes, ImmediateData=No and InitialR2T=Yes (every write byte comes by
+         * RDMA READ, none through a receive buffer) and sends Data-In up to the burst length. */
+        bool rdma;
+        /* rdma only: largest control-PDU data segment its registered buffers hold, each way
+         * (TargetRecvDataSegmentLength is never declared above it, and nothing larger is
+         * sent); 0: no limit of the transport's own. */
+        uint32_t max_control_dsl;
 };
 
 /* Where a received PDU's data segment goes. */
@@ -68,6 +78,10 @@ int iscsi_conn_rx_header(struct iscsi_conn *c, const struct iscsi_bhs *bhs, cons
 void iscsi_conn_rx_pdu(struct iscsi_conn *c, bool data_digest_ok);
 /* A header digest error, unreadable framing or peer close: the transport is closing. */
 void iscsi_conn_closed(struct iscsi_conn *c);
+/* rdma transports: where bytes [off, off+len) of the solicited transfer ttt (an R2T this
+ * connection sent) land, contiguous, or NULL when ttt is unknown or the range is outside it.
+ * The data pointer table entry is the scatter list of the RDMA READ (RD4). No side effects. */
+uint8_t *iscsi_conn_solicited_dest(struct iscsi_conn *c, uint32_t ttt, uint32_t off, uint32_t len);
 
 struct tx_pdu *tx_pdu_new(void);
 void tx_pdu_free(struct tx_pdu *pdu);

@@ -13,6 +13,7 @@
 #include "cache/backend.h"
 #include "cache/cache.h"
 #include "cache/linepool.h"
+#include "rdma/iser.h"
 #include "cache/volume.h"
 #include "iscsi/iscsi.h"
 #include "iscsi/scsi.h"
@@ -88,10 +89,17 @@ static int add_targets(struct daemon *d)
                 const struct config_target *t = &cfg->targets[i];
                 char pbuf[32][80];
                 const char *pv[32];
-                unsigned np = t->nportals < 32 ? t->nportals : 32;
-                for (unsigned k = 0; k < np; k++) {
-                        portal_string(t->portals[k], pbuf[k], sizeof(pbuf[k]));
-                        pv[k] = pbuf[k];
+                unsigned np = 0;
+                for (unsigned k = 0; k < t->nportals && np < 32; k++) {
+                        portal_string(t->portals[k], pbuf[np], sizeof(pbuf[np]));
+                        /* A TCP and an iSER portal on one address are one TargetAddress. */
+                        bool dup = false;
+                        for (unsigned j = 0; j < np && !dup; j++)
+                                dup = strcmp(pbuf[j], pbuf[np]) == 0;
+                        if (!dup) {
+                                pv[np] = pbuf[np];
+                                np++;
+                        }
                 }
                 struct iscsi_target_conf tc = {
                     .name = t->name,
@@ -229,10 +237,15 @@ static int open_portals(struct daemon *d)
         unsigned listening = 0;
         for (unsigned i = 0; i < cfg->nportals; i++) {
                 const struct config_portal *p = &cfg->portals[i];
-                if (p->transport != CONFIG_TRANSPORT_TCP) {
-                        log_warn(
-                            "portal %s: transport %s is not available in this build yet; skipped",
-                            p->name, config_transport_name(p->transport));
+                if (p->transport == CONFIG_TRANSPORT_ISER) {
+                        /* No RDMA here is a warning, not an error: TCP portals carry on. */
+                        if (!d->iser)
+                                d->iser =
+                                    iser_mgr_create(d->gw, d->pool, d->reactors, d->nreactors);
+                        if (!d->iser || iser_listen(d->iser, p->name, &p->addr, p->addr_len) < 0)
+                                continue;
+                        iscsi_gw_add_portal(d->gw, p->address, p->port);
+                        listening++;
                         continue;
                 }
                 if (portal_mgr_listen_tcp(d->portals, p->name, &p->addr, p->addr_len) < 0)
@@ -346,8 +359,14 @@ static json_t *status_query(void *ctx, const char *object, const json_t *args, c
                 return iscsi_gw_sessions_json(d->gw);
         if (strcmp(object, "pool") == 0)
                 return pool_json(d);
-        if (strcmp(object, "stats") == 0)
-                return iscsi_gw_stats_json(d->gw);
+        if (strcmp(object, "stats") == 0) {
+                json_t *stats = iscsi_gw_stats_json(d->gw);
+                json_t *iser = iser_stats_json(d->iser);
+                if (stats && iser)
+                        json_object_update(stats, iser);
+                json_decref(iser);
+                return stats;
+        }
         if (strcmp(object, "cache") == 0)
                 return cache_json(d);
         if (strcmp(object, "mirror") == 0)
@@ -628,6 +647,7 @@ void daemon_stop(struct daemon *d)
         if (d->status)
                 status_server_stop(d->status);
         portal_mgr_destroy(d->portals);
+        iser_mgr_stop_listening(d->iser);
         if (d->gw)
                 iscsi_gw_close_all(d->gw);
         daemon_mirror_stop(d); /* no peer writes arrive during the final flush */
@@ -649,6 +669,7 @@ void daemon_stop(struct daemon *d)
         iscsi_gw_destroy(d->gw);
         for (unsigned i = 0; i < d->nreactors; i++)
                 reactor_destroy(d->reactors[i]);
+        iser_mgr_destroy(d->iser); /* the pool's registration goes before the pool */
         line_pool_destroy(d->pool);
         free(d->luns);
         free(d->config_path);

@@ -15,6 +15,7 @@ struct wlog;
 struct repl_server;
 struct repl_state;
 struct mirror;
+struct iser_mgr;
 
 struct daemon_lun {
         const struct config_target *target;
@@ -39,6 +40,7 @@ struct daemon {
         struct cache *cache;
         struct iscsi_gw *gw;
         struct portal_mgr *portals;
+        struct iser_mgr *iser; /* NULL until an iSER portal is configured */
         struct daemon_lun *luns;
         unsigned nluns;
         struct status_server *status;

@@ -58,8 +58,12 @@ static void fx_pause(struct xport_conn *xc, bool paused)
 {
 }
 
-static const struct iscsi_transport_ops fx_ops = {"fuzz", fx_send,  fx_digests,
-                                                  fx_dsl, fx_close, fx_pause};
+static const struct iscsi_transport_ops fx_ops = {.name = "fuzz",
+                                                  .send_pdu = fx_send,
+                                                  .set_digests = fx_digests,
+                                                  .set_max_recv_dsl = fx_dsl,
+                                                  .close = fx_close,
+                                                  .pause_rx = fx_pause};
 
 struct world {
         struct reactor *reactor;

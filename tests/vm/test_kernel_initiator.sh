@@ -1,7 +1,7 @@
 #!/bin/bash
 # The Linux kernel iSCSI initiator (open-iscsi) against isergw, inside the soft-RoCE VM
 # (rxe-setup/vm.sh, docs/vm.md) because CI's host kernel has neither RDMA nor iscsi_tcp.
-#   test_kernel_initiator.sh [tcp|iser]   (iser needs the iSER transport in isergw, issue 7)
+#   test_kernel_initiator.sh [tcp|iser]   (iser: ib_iser, then libiscsi's iser:// client too)
 # On the host it boots the VM and runs itself inside; inside, step by step with a PASS or
 # FAIL line each:
 #   soft-RoCE base: rxe0/rxe1 ACTIVE on the veth pair, rping 10.99.0.2 -> 10.99.0.1,
@@ -70,6 +70,7 @@ host_main() {
 	local results="$build/vm/results-kernel-$TRANSPORT" rc=0 start=$SECONDS
 	export ISERGW_VM_DIR="$build/vm"
 	bash "$SRC/rxe-setup/vm.sh" --timeout 540 --results "$results" --env BIN --env SRC \
+		--env ISERGW_VM_STEPS --env ISERGW_VM_PATTERN_MAX \
 		-- "$SELF" "$TRANSPORT" || rc=$?
 	echo "test_kernel_initiator: VM run (boot, test, power off) took $((SECONDS - start)) s"
 	case $rc in
@@ -497,6 +498,86 @@ check_backing_file() {
 	pass
 }
 
+# iser only: the data moved by RDMA READ and WRITE and the CPU copied none of it (the
+# counters start at 0 with each isergw start; WHAT names the traffic since).
+iser_counters() {
+	[ "$TRANSPORT" = iser ] || return 0
+	step "iSER counters after $1: RDMA READ and WRITE bytes > 0, data copy bytes 0"
+	local st
+	st=$("$BIN/isergw-ctl" --socket "$WORK/isergw.sock" --json stats) ||
+		fail "isergw-ctl stats failed"
+	echo "$st" | tr ',' '\n' | grep '"iser_' || true
+	echo "$st" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["iser_rdma_read_bytes"] > 0, "no RDMA READ bytes"
+assert s["iser_rdma_write_bytes"] > 0, "no RDMA WRITE bytes"
+assert s["iser_data_copy_bytes"] == 0, "the CPU copied %d data bytes" % s["iser_data_copy_bytes"]
+assert s["iser_wc_errors"] == 0, "%d failed work completions" % s["iser_wc_errors"]
+' || defer_fail "iSER counters wrong"
+	pass
+}
+
+# iser only: libiscsi's own iSER initiator (iser:// URLs, libiscsi 1.19) lists, inquires and
+# runs the pattern client's write/read-back against isergw.
+libiscsi_iser() {
+	[ "$TRANSPORT" = iser ] || return 0
+	local url="iser://$ISERGW_VM_ADDR0:3260/$IQN/0" out
+	step "libiscsi over iSER: iscsi-inq, iscsi-readcapacity16, pattern write/read-back"
+	# iscsi-ls of libiscsi 1.19 refuses iser:// portal URLs ("You must specify iscsi target
+	# portal"): the listing is of LUNs through a normal session (iscsi-readcapacity16).
+	out=$(iscsi-inq -i "$INITIATOR" "$url" 2>&1) || {
+		echo "$out"
+		defer_fail "iscsi-inq over iSER failed"
+	}
+	grep -qi "ISERGW" <<<"$out" || defer_fail "iscsi-inq over iSER: no ISERGW vendor"
+	out=$(iscsi-readcapacity16 -i "$INITIATOR" "$url" 2>&1) || {
+		echo "$out"
+		defer_fail "iscsi-readcapacity16 over iSER failed"
+	}
+	grep -q "RETURNED LOGICAL BLOCK ADDRESS:524287" <<<"$out" ||
+		defer_fail "iscsi-readcapacity16 over iSER: wrong capacity"
+	# libiscsi 1.19's iSER client fails to send writes of 1 MiB itself ("Failed to send
+	# Write16 command", before anything reaches the wire): 64 KiB at most.
+	"$BIN/iscsi_pattern" --url "$url" --initiator-name "$INITIATOR" --count 40 \
+		--max-size "${ISERGW_VM_PATTERN_MAX:-65536}" --range $((64 << 20)) --seed 7 2>&1 | tail -5 ||
+		defer_fail "iscsi_pattern over iSER failed"
+	pass
+}
+
+# iser only: bad input over iSER from tests/tools/iser_bad_client: bad CM private data is
+# rejected; a write with an invalid write STag, one longer than the initiator's registered
+# buffer, and a disconnect 1 ms into a 4 MiB write each end only that connection; isergw
+# carries on and not one byte of the LUN changes (its first 8 MiB, flushed, before and after).
+lun_digest() {
+	"$BIN/isergw-ctl" --socket "$WORK/isergw.sock" flush "$IQN" 0 >/dev/null ||
+		fail "isergw-ctl flush failed"
+	head -c $((8 << 20)) "$WORK/lun0.img" | sha256sum | cut -d' ' -f1
+}
+
+iser_bad_input() {
+	[ "$TRANSPORT" = iser ] || return 0
+	step "bad input over iSER: private data, invalid STag, short buffer, disconnect mid-write"
+	local before after c out
+	before=$(lun_digest)
+	for c in privdata bad-stag short-mr disconnect; do
+		out=$("$BIN/iser_bad_client" "$c" "$ISERGW_VM_ADDR0" 3260 "$IQN" "$INITIATOR" 2>&1) ||
+			defer_fail "case $c: $out"
+		echo "$out"
+		kill -0 "$DAEMON_PID" 2>/dev/null || fail "isergw died in case $c"
+	done
+	sleep 3 # the disconnected write's connection is torn down
+	iscsi-inq -i "$INITIATOR" "iser://$ISERGW_VM_ADDR0:3260/$IQN/0" | grep -qi ISERGW ||
+		defer_fail "isergw does not serve iSER after the bad input"
+	after=$(lun_digest)
+	[ "$before" = "$after" ] || defer_fail "the LUN changed: $before -> $after"
+	grep -q "bad iSER CM private data" "$WORK/isergw.log" ||
+		defer_fail "no log line for the bad private data"
+	grep -q "RDMA READ failed" "$WORK/isergw.log" ||
+		defer_fail "no log line for the failed RDMA READ"
+	pass
+}
+
 guest_main() {
 	WORK=$(mktemp -d /tmp/kernel-initiator.XXXXXX)
 	trap guest_cleanup EXIT
@@ -513,6 +594,7 @@ guest_main() {
 	login "second"
 	check_fs
 	logout "second"
+	iser_counters "the kernel initiator's run"
 	check_kernel_log
 	node_setting node.conn[0].timeo.noop_out_interval 0
 	node_setting node.conn[0].timeo.noop_out_timeout 0
@@ -525,6 +607,14 @@ guest_main() {
 	ISCSID_PID=""
 	stop_isergw
 	check_backing_file
+	if [ "$TRANSPORT" = iser ]; then
+		# libiscsi's pattern overwrites the file system: after its check, on a fresh start.
+		start_isergw
+		libiscsi_iser
+		iser_counters "libiscsi's run"
+		iser_bad_input
+		stop_isergw
+	fi
 	if [ "$DEFERRED" -gt 0 ]; then
 		echo "FAIL: $DEFERRED step(s) failed ($((SECONDS - T0)) s in the guest)" >&2
 		exit 1
@@ -532,7 +622,24 @@ guest_main() {
 	echo "PASS: all steps ($((SECONDS - T0)) s in the guest)"
 }
 
-if [ -n "${ISERGW_VM:-}" ]; then
+# ISERGW_VM_STEPS=iser-extra: only the libiscsi and bad-input iSER steps (a short run while
+# working on the iSER transport).
+guest_iser_extra() {
+	WORK=$(mktemp -d /tmp/kernel-initiator.XXXXXX)
+	trap guest_cleanup EXIT
+	check_rdma_base
+	start_isergw
+	libiscsi_iser
+	iser_counters "libiscsi's run"
+	iser_bad_input
+	stop_isergw
+	[ "$DEFERRED" -eq 0 ] || { echo "FAIL: $DEFERRED step(s) failed" >&2; exit 1; }
+	echo "PASS: all steps ($((SECONDS - T0)) s in the guest)"
+}
+
+if [ -n "${ISERGW_VM:-}" ] && [ "${ISERGW_VM_STEPS:-}" = iser-extra ]; then
+	guest_iser_extra
+elif [ -n "${ISERGW_VM:-}" ]; then
 	guest_main
 else
 	host_main
