@@ -1,6 +1,7 @@
 #!/bin/bash
 # The benchmark harness works end to end (issue 8): scripts/run-bench.sh --smoke starts tgtd and
-# two isergw daemons (write-back, write-through) on free loopback ports, runs every workload
+# three isergw daemons (write-back, write-through, write-back mirrored to a fourth) on free
+# loopback ports, runs every workload
 # against each, the limits (iperf3, memcpy), the cross-checks (iscsi-perf, qemu-img bench with
 # qemu's iscsi driver) and a perf profile, and writes a markdown report and a PNG chart into
 # its work directory. Checked here: the harness succeeds; the throughput, limits, CPU and
@@ -82,16 +83,16 @@ check(rows is not None, "throughput table present")
 rows = {r[0]: r for r in rows or []}
 for w in WORKLOADS:
     r = rows.get(w)
-    ok = (r is not None and all(NUM.match(c) for c in r[2:5])
-          and all(RATIO.match(c) for c in r[5:7]))
-    check(ok, f"throughput: {w}: tgt, write-back, write-through and both ratios "
-          f"({r[2:7] if r else 'no row'})")
+    ok = (r is not None and all(NUM.match(c) for c in r[2:6])
+          and all(RATIO.match(c) for c in r[6:9]))
+    check(ok, f"throughput: {w}: tgt, write-back, write-through, mirrored and the ratios "
+          f"({r[2:9] if r else 'no row'})")
 
 rows = table("CPU")
 rows = {r[0]: r for r in rows or []}
 for w in WORKLOADS:
     r = rows.get(w)
-    check(r is not None and all(NUM.match(c) for c in r[1:8]),
+    check(r is not None and all(NUM.match(c) for c in r[1:10]),
           f"CPU s/GB and s/M IOs for every target and the client: {w}")
 
 rows = table("Fraction of the physical limits")
@@ -104,7 +105,7 @@ check(re.search(r"\| memcpy.*\| \d+\.\d GB/s \|", text) is not None, "memcpy lim
 
 rows = table("Cross-check")
 check(rows is not None and len(rows) == 5
-      and all(NUM.match(c) for r in rows for c in r[2:5]),
+      and all(NUM.match(c) for r in rows for c in r[2:6]),
       "cross-checks: iscsi-perf and qemu-img bench (iscsi driver) numbers for every target")
 
 rows = table("Goals of issue 8")

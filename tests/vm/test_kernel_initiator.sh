@@ -429,8 +429,16 @@ error_handling() {
 	echo 1 >"/sys/block/${DISK#/dev/}/device/timeout"
 	"$BIN/isergw-ctl" --socket "$WORK/isergw.sock" fault "$IQN" 0 delay_ms=8000 ||
 		fail "isergw-ctl fault failed"
-	dd if="$DISK" of=/dev/null bs=64k count=1 skip=$((250 << 4)) iflag=direct status=none || rc=$?
+	dd if="$DISK" of=/dev/null bs=64k count=1 skip=$((250 << 4)) iflag=direct status=none &
+	local dd_pid=$! i
+	# The backend recovers once the kernel has aborted the command: its retry must then
+	# succeed (a read miss is not kept in the cache, so the retry goes to the backend again).
+	for i in $(seq 1 200); do
+		tail -n +$((log_lines + 1)) "$WORK/isergw.log" | grep -q "task management" && break
+		sleep 0.1
+	done
 	"$BIN/isergw-ctl" --socket "$WORK/isergw.sock" fault "$IQN" 0 || fail "isergw-ctl fault (clear) failed"
+	wait "$dd_pid" || rc=$?
 	echo 30 >"/sys/block/${DISK#/dev/}/device/timeout"
 	echo "the slow read ended with status $rc after $((SECONDS - t0)) s; task management in isergw's log:"
 	tail -n +$((log_lines + 1)) "$WORK/isergw.log" | grep "task management" || true
