@@ -126,6 +126,7 @@ struct mirror {
         uint64_t rregion, rlen;
         bool rregion_marked; /* a failed write marked it again while it was being copied */
         uint64_t resync_total, resync_done;
+        uint64_t resync_started_ns;
         uint64_t synced_sent;
 
         pthread_mutex_t lock; /* last_error */
@@ -514,6 +515,7 @@ static void paired(struct mirror *m, const struct repl_hello *peer)
         }
         m->resync_total = repl_state_count(m->st);
         m->resync_done = 0;
+        m->resync_started_ns = reactor_now_ns();
         atomic_store(&m->connected, true);
         set_state(m, MS_RESYNC);
         set_error(m, "%s", "");
@@ -1002,6 +1004,10 @@ json_t *mirror_json(struct mirror *m)
         snprintf(gen, sizeof(gen), "%016llx/%016llx", (unsigned long long)repl_state_gen(m->st),
                  (unsigned long long)repl_state_shared_gen(m->st));
         json_object_set_new(j, "generation", json_string(gen));
+        /* ETA from the rate so far (-1: not resyncing or no progress yet) */
+        double secs = (double)(reactor_now_ns() - m->resync_started_ns) / 1e9;
+        double eta = s == MS_RESYNC && done && secs > 0 ? (double)dirty * secs / (double)done : -1;
+        json_object_set_new(j, "resync_eta_s", json_integer((json_int_t)eta));
         json_object_set_new(j, "peer_unstable_regions",
                             json_integer((json_int_t)atomic_load(&m->unstable_regions)));
         return j;

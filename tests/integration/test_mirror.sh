@@ -233,10 +233,13 @@ dirty=$(mstat p out_of_sync_regions)
 base=$(mstat p resync_copied_regions)
 [ "$dirty" -ge 20 ] || fail "only $dirty regions recorded"
 node_start s
+eta=-1
 for _ in $(seq 1 300); do
+	[ "$(mstat p state)" = resyncing ] && [ "$(mstat p resync_eta_s)" -gt 0 ] && eta=$(mstat p resync_eta_s)
 	[ $(($(mstat p resync_copied_regions) - base)) -ge 40 ] && break
 	sleep 0.1
 done
+[ "$eta" -gt 0 ] || fail "no resync ETA on the status socket while resyncing"
 node_kill s
 mid=$(($(mstat p resync_copied_regions) - base))
 left=$(mstat p out_of_sync_regions)
