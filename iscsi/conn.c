@@ -45,7 +45,13 @@ void conn_update_window(struct iscsi_conn *c)
                 return;
         uint32_t depth = c->gw->conf.queue_depth;
         uint32_t busy = c->ntasks < depth ? c->ntasks : depth - 1;
-        s->max_cmdsn = s->exp_cmdsn + (depth - busy) - 1;
+        uint32_t max = s->exp_cmdsn + (depth - busy) - 1;
+        /* Never below what was advertised: an initiator keeps the largest MaxCmdSN it has seen
+         * (RFC 7143 4.2.2.1), so commands up to it must still be taken. */
+        if (!s->max_cmdsn_set || sn_lt(s->max_cmdsn, max)) {
+                s->max_cmdsn = max;
+                s->max_cmdsn_set = true;
+        }
 }
 
 void conn_fill_sn(struct iscsi_conn *c, struct iscsi_bhs *bhs, bool advance_statsn)

@@ -117,7 +117,8 @@ struct iscsi_session {
         struct iscsi_target *target; /* NULL for discovery */
         struct iscsi_conn *conn;     /* one connection per session (MaxConnections=1) */
         uint32_t exp_cmdsn;          /* owned by the connection's reactor */
-        uint32_t max_cmdsn;
+        uint32_t max_cmdsn;          /* the largest advertised: it never decreases */
+        bool max_cmdsn_set;
         time_t created;
         uint32_t seen_reset_gen[ISCSI_MAX_LUNS];
         struct iscsi_session *next;
