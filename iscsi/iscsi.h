@@ -32,6 +32,13 @@ struct iscsi_gw_conf {
         unsigned nreactors;
 };
 
+/* A configured portal as SendTargets sees it: numeric address (no brackets), port, transport. */
+struct iscsi_portal_conf {
+        const char *address;
+        uint16_t port;
+        bool iser;
+};
+
 struct iscsi_target_conf {
         const char *name;
         const char *alias;
@@ -39,13 +46,23 @@ struct iscsi_target_conf {
         const char *mutual_user, *mutual_secret;
         const char *const *allow; /* initiator names; NULL or "*" entry: everyone */
         unsigned nallow;
-        const char *const *portals; /* "addr:port" advertised in SendTargets; NULL: all */
+        const struct iscsi_portal_conf *portals; /* advertised in SendTargets; NULL: all */
         unsigned nportals;
 };
 
 struct iscsi_gw *iscsi_gw_create(const struct iscsi_gw_conf *conf);
 void iscsi_gw_destroy(struct iscsi_gw *gw);
-int iscsi_gw_add_portal(struct iscsi_gw *gw, const char *addr, uint16_t port);
+int iscsi_gw_add_portal(struct iscsi_gw *gw, const char *addr, uint16_t port, bool iser);
+
+/* Gives emit each address a configured portal (address, iSER or not) really offers now. */
+typedef void (*iscsi_address_emit_fn)(void *arg, const char *address);
+typedef void (*iscsi_address_source_fn)(void *ctx, const char *address, bool iser,
+                                        iscsi_address_emit_fn emit, void *arg);
+/* Optional, set before serving: SendTargets then advertises, for each configured portal, the
+ * addresses fn gives (a wildcard becomes the host's addresses; an address the host lost or an
+ * iSER portal without RDMA, none). Unset, the portals are advertised as configured. fn runs on
+ * the reactor thread answering the request. */
+void iscsi_gw_set_address_source(struct iscsi_gw *gw, iscsi_address_source_fn fn, void *ctx);
 int iscsi_gw_add_target(struct iscsi_gw *gw, const struct iscsi_target_conf *tc);
 /* The gateway takes no ownership of lun. */
 int iscsi_gw_add_lun(struct iscsi_gw *gw, const char *target, struct scsi_lun *lun);

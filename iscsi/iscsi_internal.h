@@ -75,13 +75,23 @@ struct iscsi_reactor_ctx {
         unsigned nconns;
 };
 
+/* A configured portal; SendTargets expands it (iscsi_gw_set_address_source). */
+struct iscsi_portal {
+        char address[64]; /* numeric, without brackets */
+        uint16_t port;
+        bool iser;
+};
+
+/* "addr:port" (IPv6 in brackets) of p, for TargetAddress and the status. */
+void portal_format(const struct iscsi_portal *p, const char *address, char *buf, size_t len);
+
 struct iscsi_target {
         char name[224];
         char alias[256];
         char *chap_user, *chap_secret, *mutual_user, *mutual_secret;
         char **allow;
         unsigned nallow;
-        char **portals;
+        struct iscsi_portal *portals;
         unsigned nportals;
         struct scsi_lun *luns[ISCSI_MAX_LUNS];
         uint64_t lun_ids[ISCSI_MAX_LUNS];
@@ -95,8 +105,10 @@ struct iscsi_gw {
         struct iscsi_gw_conf conf;
         struct iscsi_target *targets[ISCSI_MAX_TARGETS];
         unsigned ntargets;
-        char portals[ISCSI_MAX_PORTALS][80]; /* "addr:port" */
+        struct iscsi_portal portals[ISCSI_MAX_PORTALS];
         unsigned nportals;
+        iscsi_address_source_fn address_source; /* NULL: portals advertised as configured */
+        void *address_source_ctx;
         struct iscsi_reactor_ctx *rctx[ISCSI_MAX_REACTORS];
         unsigned nreactors;
         /* Sessions are found by any reactor (login, reinstatement) and by the status thread. */

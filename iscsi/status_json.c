@@ -2,6 +2,7 @@
  * docs/status.md defines. Called from the status thread: sessions are read under the session
  * lock, counters with relaxed loads. */
 #include <stdio.h>
+#include <string.h>
 
 #include "cache/dpt.h"
 #include "cache/linepool.h"
@@ -131,6 +132,17 @@ json_t *iscsi_gw_pool_json(struct iscsi_gw *gw)
                          line_pool_huge_pages(gw->conf.pool));
 }
 
+/* The configured portals, "addr:port" once each (TCP and iSER on one address are one). */
+static void add_configured_portal(json_t *portals, const struct iscsi_portal *p)
+{
+        char name[80];
+        portal_format(p, p->address, name, sizeof(name));
+        for (size_t i = 0; i < json_array_size(portals); i++)
+                if (strcmp(json_string_value(json_array_get(portals, i)), name) == 0)
+                        return;
+        json_array_append_new(portals, json_string(name));
+}
+
 json_t *iscsi_gw_targets_json(struct iscsi_gw *gw)
 {
         json_t *arr = json_array();
@@ -138,7 +150,7 @@ json_t *iscsi_gw_targets_json(struct iscsi_gw *gw)
                 const struct iscsi_target *t = gw->targets[i];
                 json_t *portals = json_array(), *luns = json_array();
                 for (unsigned p = 0; p < gw->nportals; p++)
-                        json_array_append_new(portals, json_string(gw->portals[p]));
+                        add_configured_portal(portals, &gw->portals[p]);
                 for (unsigned l = 0; l < t->nluns; l++)
                         json_array_append_new(luns, json_integer((json_int_t)t->lun_ids[l]));
                 json_array_append_new(arr, json_pack("{s:s, s:s?, s:o, s:o}", "name", t->name,

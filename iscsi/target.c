@@ -42,7 +42,7 @@ static void target_destroy(struct iscsi_target *t)
         free(t->mutual_user);
         free(t->mutual_secret);
         free_strv(t->allow, t->nallow);
-        free_strv(t->portals, t->nportals);
+        free(t->portals);
         free(t);
 }
 
@@ -64,19 +64,41 @@ void iscsi_gw_destroy(struct iscsi_gw *gw)
         free(gw);
 }
 
-int iscsi_gw_add_portal(struct iscsi_gw *gw, const char *addr, uint16_t port)
+static int portal_set(struct iscsi_portal *p, const char *addr, uint16_t port, bool iser)
+{
+        if (strlen(addr) >= sizeof(p->address))
+                return -1;
+        snprintf(p->address, sizeof(p->address), "%s", addr);
+        p->port = port;
+        p->iser = iser;
+        return 0;
+}
+
+void portal_format(const struct iscsi_portal *p, const char *address, char *buf, size_t len)
+{
+        snprintf(buf, len, strchr(address, ':') ? "[%s]:%u" : "%s:%u", address, p->port);
+}
+
+int iscsi_gw_add_portal(struct iscsi_gw *gw, const char *addr, uint16_t port, bool iser)
 {
         if (gw->nportals == ISCSI_MAX_PORTALS)
                 return -1;
-        bool v6 = strchr(addr, ':') != NULL;
-        char name[sizeof(gw->portals[0])];
-        snprintf(name, sizeof(name), v6 ? "[%s]:%u" : "%s:%u", addr, port);
-        /* A TCP and an iSER portal on one address are one TargetAddress. */
+        /* TCP and iSER on one address are both kept: with an address source, either may
+         * offer addresses the other does not; SendTargets merges them. */
         for (unsigned i = 0; i < gw->nportals; i++)
-                if (strcmp(gw->portals[i], name) == 0)
+                if (strcmp(gw->portals[i].address, addr) == 0 && gw->portals[i].port == port &&
+                    gw->portals[i].iser == iser)
                         return 0;
-        memcpy(gw->portals[gw->nportals++], name, sizeof(name));
+        if (portal_set(&gw->portals[gw->nportals], addr, port, iser) < 0)
+                return -1;
+        gw->nportals++;
         return 0;
+}
+
+void iscsi_gw_set_address_source(struct iscsi_gw *gw, iscsi_address_source_fn fn, void *ctx)
+{
+        gw->address_source = fn;
+        gw->address_source_ctx = ctx;
 }
 
 static char *dup_or_null(const char *s)
@@ -107,8 +129,12 @@ int iscsi_gw_add_target(struct iscsi_gw *gw, const struct iscsi_target_conf *tc)
         t->mutual_secret = dup_or_null(tc->mutual_secret);
         t->allow = dup_strv(tc->allow, tc->nallow);
         t->nallow = tc->nallow;
-        t->portals = dup_strv(tc->portals, tc->nportals);
-        t->nportals = tc->nportals;
+        t->portals = calloc(tc->nportals ? tc->nportals : 1, sizeof(*t->portals));
+        for (unsigned i = 0; t->portals && i < tc->nportals; i++) {
+                const struct iscsi_portal_conf *pc = &tc->portals[i];
+                if (portal_set(&t->portals[t->nportals], pc->address, pc->port, pc->iser) == 0)
+                        t->nportals++;
+        }
         gw->targets[gw->ntargets++] = t;
         return 0;
 }
@@ -222,16 +248,56 @@ uint64_t lun_from_wire(uint64_t wire)
         }
 }
 
+/* The TargetAddress entries of one target: each once, however many portals give it. */
+struct address_list {
+        struct textbuf *out;
+        const struct iscsi_portal *portal; /* being expanded */
+        char (*seen)[80];
+        unsigned nseen, cap;
+};
+
+static void emit_target_address(void *arg, const char *address)
+{
+        struct address_list *al = arg;
+        char name[80];
+        portal_format(al->portal, address, name, sizeof(name));
+        for (unsigned i = 0; i < al->nseen; i++)
+                if (strcmp(al->seen[i], name) == 0)
+                        return;
+        if (al->nseen == al->cap) {
+                unsigned cap = al->cap ? 2 * al->cap : 16;
+                char(*seen)[80] = realloc(al->seen, cap * sizeof(*seen));
+                if (!seen) {
+                        al->out->failed = true;
+                        return;
+                }
+                al->seen = seen;
+                al->cap = cap;
+        }
+        memcpy(al->seen[al->nseen++], name, sizeof(name));
+        textbuf_addf(al->out, "TargetAddress", "%s,1", name);
+}
+
+static void add_portal_addresses(struct iscsi_gw *gw, const struct iscsi_portal *p,
+                                 struct address_list *al)
+{
+        al->portal = p;
+        if (gw->address_source)
+                gw->address_source(gw->address_source_ctx, p->address, p->iser, emit_target_address,
+                                   al);
+        else
+                emit_target_address(al, p->address);
+}
+
 static void add_target_entry(struct iscsi_gw *gw, const struct iscsi_target *t, struct textbuf *out)
 {
         textbuf_add(out, "TargetName", t->name);
-        if (t->nportals) {
-                for (unsigned i = 0; i < t->nportals; i++)
-                        textbuf_addf(out, "TargetAddress", "%s,1", t->portals[i]);
-                return;
-        }
-        for (unsigned i = 0; i < gw->nportals; i++)
-                textbuf_addf(out, "TargetAddress", "%s,1", gw->portals[i]);
+        struct address_list al = {.out = out};
+        const struct iscsi_portal *v = t->nportals ? t->portals : gw->portals;
+        unsigned n = t->nportals ? t->nportals : gw->nportals;
+        for (unsigned i = 0; i < n; i++)
+                add_portal_addresses(gw, &v[i], &al);
+        free(al.seen);
 }
 
 int target_send_targets(struct iscsi_gw *gw, const char *value, const char *initiator,

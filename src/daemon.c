@@ -20,6 +20,7 @@
 #include "src/config.h"
 #include "src/daemon_internal.h"
 #include "src/log.h"
+#include "src/netaddr.h"
 #include "src/portal.h"
 #include "src/reactor.h"
 #include "src/status.h"
@@ -77,9 +78,10 @@ static int build_gw(struct daemon *d)
         return 0;
 }
 
-static void portal_string(const struct config_portal *p, char *buf, size_t len)
+static struct iscsi_portal_conf portal_conf(const struct config_portal *p)
 {
-        snprintf(buf, len, strchr(p->address, ':') ? "[%s]:%u" : "%s:%u", p->address, p->port);
+        return (struct iscsi_portal_conf){
+            .address = p->address, .port = p->port, .iser = p->transport == CONFIG_TRANSPORT_ISER};
 }
 
 static int add_targets(struct daemon *d)
@@ -87,20 +89,10 @@ static int add_targets(struct daemon *d)
         const struct config *cfg = d->cfg;
         for (unsigned i = 0; i < cfg->ntargets; i++) {
                 const struct config_target *t = &cfg->targets[i];
-                char pbuf[32][80];
-                const char *pv[32];
+                struct iscsi_portal_conf pv[32];
                 unsigned np = 0;
-                for (unsigned k = 0; k < t->nportals && np < 32; k++) {
-                        portal_string(t->portals[k], pbuf[np], sizeof(pbuf[np]));
-                        /* A TCP and an iSER portal on one address are one TargetAddress. */
-                        bool dup = false;
-                        for (unsigned j = 0; j < np && !dup; j++)
-                                dup = strcmp(pbuf[j], pbuf[np]) == 0;
-                        if (!dup) {
-                                pv[np] = pbuf[np];
-                                np++;
-                        }
-                }
+                for (unsigned k = 0; k < t->nportals && np < 32; k++)
+                        pv[np++] = portal_conf(t->portals[k]);
                 struct iscsi_target_conf tc = {
                     .name = t->name,
                     .alias = t->alias,
@@ -228,9 +220,25 @@ static int open_luns(struct daemon *d)
         return 0;
 }
 
+/* SendTargets asks which addresses a configured portal offers now (src/netaddr.h). */
+static void portal_addresses(void *ctx, const char *address, bool iser, iscsi_address_emit_fn emit,
+                             void *arg)
+{
+        netaddr_expand(ctx, address, iser, emit, arg);
+}
+
+/* Without netlink, SendTargets advertises the portals as configured. */
+static void watch_addresses(struct daemon *d)
+{
+        d->netaddr = netaddr_create(d->reactors[0]);
+        if (d->netaddr)
+                iscsi_gw_set_address_source(d->gw, portal_addresses, d->netaddr);
+}
+
 static int open_portals(struct daemon *d)
 {
         const struct config *cfg = d->cfg;
+        watch_addresses(d);
         d->portals = portal_mgr_create(d->gw, d->reactors, d->nreactors);
         if (!d->portals)
                 return -1;
@@ -244,13 +252,13 @@ static int open_portals(struct daemon *d)
                                     iser_mgr_create(d->gw, d->pool, d->reactors, d->nreactors);
                         if (!d->iser || iser_listen(d->iser, p->name, &p->addr, p->addr_len) < 0)
                                 continue;
-                        iscsi_gw_add_portal(d->gw, p->address, p->port);
+                        iscsi_gw_add_portal(d->gw, p->address, p->port, true);
                         listening++;
                         continue;
                 }
                 if (portal_mgr_listen_tcp(d->portals, p->name, &p->addr, p->addr_len) < 0)
                         return -1;
-                iscsi_gw_add_portal(d->gw, p->address, p->port);
+                iscsi_gw_add_portal(d->gw, p->address, p->port, false);
                 listening++;
         }
         return listening ? 0 : -1;
@@ -659,6 +667,7 @@ void daemon_stop(struct daemon *d)
         for (unsigned i = 0; i < d->nreactors; i++)
                 if (d->reactors[i])
                         reactor_stop(d->reactors[i]);
+        netaddr_destroy(d->netaddr); /* no SendTargets asks any more */
         for (unsigned i = 0; i < d->nluns; i++) {
                 volume_destroy(d->luns[i].volume);
                 if (d->luns[i].backend)

@@ -16,6 +16,7 @@ struct repl_server;
 struct repl_state;
 struct mirror;
 struct iser_mgr;
+struct netaddr;
 
 struct daemon_lun {
         const struct config_target *target;
@@ -40,7 +41,8 @@ struct daemon {
         struct cache *cache;
         struct iscsi_gw *gw;
         struct portal_mgr *portals;
-        struct iser_mgr *iser; /* NULL until an iSER portal is configured */
+        struct iser_mgr *iser;   /* NULL until an iSER portal is configured */
+        struct netaddr *netaddr; /* NULL: no netlink, portals advertised as configured */
         struct daemon_lun *luns;
         unsigned nluns;
         struct status_server *status;

@@ -115,7 +115,7 @@ static int world_init(struct world *w)
         w->lun.max_xfer_blocks = 2048;
         scsi_lun_init_identity(&w->lun, target_name, 0);
         iscsi_gw_add_lun(w->gw, target_name, &w->lun);
-        iscsi_gw_add_portal(w->gw, "127.0.0.1", 3260);
+        iscsi_gw_add_portal(w->gw, "127.0.0.1", 3260, false);
         return 0;
 }
 

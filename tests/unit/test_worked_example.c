@@ -163,7 +163,7 @@ static void world_up(void)
         lun.max_xfer_blocks = 2048;
         scsi_lun_init_identity(&lun, TARGET, 0);
         cr_assert_eq(iscsi_gw_add_lun(gw, TARGET, &lun), 0);
-        iscsi_gw_add_portal(gw, "127.0.0.1", 3260);
+        iscsi_gw_add_portal(gw, "127.0.0.1", 3260, false);
         memset(&xc, 0, sizeof(xc));
         xc.tail = &xc.queue;
         xc.ic = iscsi_conn_create(gw, 0, &fx_ops, &xc, "127.0.0.1:3260", "127.0.0.1:40000");
