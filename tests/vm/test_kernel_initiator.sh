@@ -566,7 +566,7 @@ libiscsi_iser() {
 	# libiscsi 1.19's iSER client cannot send a command moving more than 256 KiB (its
 	# DATA_BUFFER_SIZE; "Failed to send Write16 command", nothing reaches the wire).
 	"$BIN/iscsi_pattern" --url "$url" --initiator-name "$INITIATOR" --count 40 \
-		--max-size "${ISERGW_VM_PATTERN_MAX:-65536}" --range $((64 << 20)) --seed 7 2>&1 | tail -5 ||
+		--max-size "${ISERGW_VM_PATTERN_MAX:-262144}" --range $((64 << 20)) --seed 7 2>&1 | tail -5 ||
 		defer_fail "iscsi_pattern over iSER failed"
 	pass
 
