@@ -12,7 +12,14 @@
  * the size of the Data-Out PDUs it sends is bounded by the *target's* declared
  * MaxRecvDataSegmentLength, so small segments are forced on the target side (for tgt:
  * TGT_PARAMS in scripts/lib-tgt.sh). ImmediateData, InitialR2T and HeaderDigest can be forced
- * here. */
+ * here.
+ *
+ * A synchronous libiscsi call that returns no task at all leaves the context unusable: over
+ * iSER (libiscsi 1.19) a command it could not send stays on the context's wait list after
+ * being freed (iscsi_iser_queue_pdu links it before sending, iscsi_scsi_command_async frees
+ * it when sending fails), and a command lost in the event loop keeps a pointer into the
+ * caller's stack. Any later call on the context (another command, logout, destroy) walks that
+ * list and crashes, so after such a failure the run stops and the context is left alone. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -63,6 +70,7 @@ struct pat_case {
 struct pat_run {
         const struct pat_opts *o;
         struct iscsi_context *ctx;
+        bool ctx_dead; /* a call returned no task: never touch ctx again (see the top) */
         int lun;
         uint32_t blksz;
         uint64_t lun_blocks;
@@ -80,6 +88,14 @@ struct pat_run {
 };
 
 /* ---------------- helpers ---------------- */
+
+/* The task of a synchronous call; a NULL one marks the context dead. */
+static struct scsi_task *sync_task(struct pat_run *r, struct scsi_task *t)
+{
+        if (!t)
+                r->ctx_dead = true;
+        return t;
+}
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -326,7 +342,7 @@ static int connect_lun(struct pat_run *r)
 
 static int read_capacity(struct pat_run *r)
 {
-        struct scsi_task *t = iscsi_readcapacity16_sync(r->ctx, r->lun);
+        struct scsi_task *t = sync_task(r, iscsi_readcapacity16_sync(r->ctx, r->lun));
         struct scsi_readcapacity16 *rc16 = NULL;
         if (t && t->status == SCSI_STATUS_GOOD)
                 rc16 = scsi_datain_unmarshall(t);
@@ -345,8 +361,8 @@ static int read_capacity(struct pat_run *r)
 /* Maximum transfer length from the Block Limits VPD page; 0 if none. */
 static uint32_t max_transfer_blocks(struct pat_run *r)
 {
-        struct scsi_task *t =
-            iscsi_inquiry_sync(r->ctx, r->lun, 1, SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS, 255);
+        struct scsi_task *t = sync_task(
+            r, iscsi_inquiry_sync(r->ctx, r->lun, 1, SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS, 255));
         uint32_t max = 0;
         if (t && t->status == SCSI_STATUS_GOOD) {
                 struct scsi_inquiry_block_limits *bl = scsi_datain_unmarshall(t);
@@ -362,6 +378,11 @@ static int setup_geometry(struct pat_run *r)
 {
         const struct pat_opts *o = r->o;
         uint64_t max_blocks = o->max_size / r->blksz, xfer = max_transfer_blocks(r);
+        if (r->ctx_dead) {
+                fprintf(stderr, "iscsi_pattern: INQUIRY (Block Limits) failed: %s\n",
+                        iscsi_get_error(r->ctx));
+                return -1;
+        }
         if (max_blocks == 0)
                 max_blocks = 1;
         if (xfer && max_blocks > xfer) {
@@ -490,8 +511,11 @@ static void plan_cases(struct pat_run *r)
 
 static int do_write(struct pat_run *r, uint64_t lba, uint32_t n)
 {
-        struct scsi_task *t = iscsi_write16_sync(r->ctx, r->lun, lba, r->wbuf, n * r->blksz,
-                                                 (int)r->blksz, 0, 0, 0, 0, 0);
+        if (r->ctx_dead)
+                return -1;
+        struct scsi_task *t =
+            sync_task(r, iscsi_write16_sync(r->ctx, r->lun, lba, r->wbuf, n * r->blksz,
+                                            (int)r->blksz, 0, 0, 0, 0, 0));
         int ok = t && t->status == SCSI_STATUS_GOOD;
         if (!ok)
                 fprintf(stderr,
@@ -505,8 +529,10 @@ static int do_write(struct pat_run *r, uint64_t lba, uint32_t n)
 /* Reads n blocks at lba; returns the task (caller frees) or NULL. */
 static struct scsi_task *do_read(struct pat_run *r, uint64_t lba, uint32_t n)
 {
-        struct scsi_task *t =
-            iscsi_read16_sync(r->ctx, r->lun, lba, n * r->blksz, (int)r->blksz, 0, 0, 0, 0, 0);
+        if (r->ctx_dead)
+                return NULL;
+        struct scsi_task *t = sync_task(
+            r, iscsi_read16_sync(r->ctx, r->lun, lba, n * r->blksz, (int)r->blksz, 0, 0, 0, 0, 0));
         if (t && t->status == SCSI_STATUS_GOOD && t->datain.size == (int)(n * r->blksz))
                 return t;
         fprintf(stderr, "iscsi_pattern: READ(16) LBA %" PRIu64 " +%" PRIu32 " failed: %s\n", lba, n,
@@ -661,7 +687,7 @@ static int recheck_case(struct pat_run *r, int case_no)
 
 static bool connection_lost(const struct pat_run *r)
 {
-        return !iscsi_is_logged_in(r->ctx);
+        return r->ctx_dead || !iscsi_is_logged_in(r->ctx);
 }
 
 static int run_cases(struct pat_run *r)
@@ -673,7 +699,10 @@ static int run_cases(struct pat_run *r)
         for (int i = 0; i < n && !connection_lost(r); i++)
                 if (!r->cases[i].failed && recheck_case(r, i))
                         r->cases[i].failed = true;
-        if (connection_lost(r))
+        if (r->ctx_dead)
+                fprintf(stderr, "iscsi_pattern: a command was not sent or not answered; "
+                                "stopping\n");
+        else if (connection_lost(r))
                 fprintf(stderr, "iscsi_pattern: connection lost\n");
         for (int i = 0; i < n; i++)
                 failed += r->cases[i].failed || connection_lost(r);
@@ -683,7 +712,8 @@ static int run_cases(struct pat_run *r)
 
 static void run_free(struct pat_run *r)
 {
-        if (r->ctx) {
+        /* A dead context is leaked on purpose: destroying it would walk freed PDUs. */
+        if (r->ctx && !r->ctx_dead) {
                 if (iscsi_is_logged_in(r->ctx))
                         iscsi_logout_sync(r->ctx);
                 iscsi_destroy_context(r->ctx);
