@@ -565,9 +565,20 @@ libiscsi_iser() {
 		defer_fail "iscsi-readcapacity16 over iSER: wrong capacity"
 	# libiscsi 1.19's iSER client cannot send a command moving more than 256 KiB (its
 	# DATA_BUFFER_SIZE; "Failed to send Write16 command", nothing reaches the wire).
-	"$BIN/iscsi_pattern" --url "$url" --initiator-name "$INITIATOR" --count 40 \
-		--max-size "${ISERGW_VM_PATTERN_MAX:-262144}" --range $((64 << 20)) --seed 7 2>&1 | tail -5 ||
-		defer_fail "iscsi_pattern over iSER failed"
+	# libiscsi's iSER login sometimes fails inside its own event loop ("iscsi_service failed
+	# with : revents is not POLLIN", before any PDU reaches isergw): one more try then.
+	local prc=0 try
+	for try in 1 2; do
+		prc=0
+		out=$("$BIN/iscsi_pattern" --url "$url" --initiator-name "$INITIATOR" --count 40 \
+			--max-size "${ISERGW_VM_PATTERN_MAX:-262144}" --range $((64 << 20)) --seed 7 2>&1) ||
+			prc=$?
+		tail -5 <<<"$out"
+		[ "$prc" -ne 0 ] && [ "$try" = 1 ] && grep -q "revents is not POLLIN" <<<"$out" &&
+			echo "libiscsi's iSER login failed on its side; trying once more" && continue
+		break
+	done
+	[ "$prc" -eq 0 ] || defer_fail "iscsi_pattern over iSER failed"
 	pass
 
 	# The pattern client must fail cleanly (status 1, no crash) where libiscsi cannot send a
