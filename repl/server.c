@@ -64,6 +64,7 @@ struct repl_server {
         struct reactor *r;
         int fd;
         struct reactor_fd rfd;
+        bool listening;
         struct svol vols[MAX_VOLUMES];
         unsigned nvols;
         bool stopping;
@@ -523,7 +524,7 @@ struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint
         int one = 1;
         if (s->fd >= 0)
                 setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (s->fd < 0 || bind(s->fd, res->ai_addr, res->ai_addrlen) < 0 || listen(s->fd, 16) < 0) {
+        if (s->fd < 0 || bind(s->fd, res->ai_addr, res->ai_addrlen) < 0) {
                 log_err("mirror_listen %s:%u: %s", addr, port, strerror(errno));
                 freeaddrinfo(res);
                 if (s->fd >= 0)
@@ -533,14 +534,24 @@ struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint
         }
         freeaddrinfo(res);
         s->rfd = (struct reactor_fd){.fd = s->fd, .events = EPOLLIN, .cb = on_accept, .ctx = s};
-        struct create_arg a = {s, -1};
-        if (reactor_call_sync(r, listen_on_reactor, &a) < 0 || a.rc < 0) {
-                close(s->fd);
-                free(s);
-                return NULL;
-        }
-        log_info("mirror: listening for primaries on %s:%u", addr, port);
+        log_info("mirror: will listen for primaries on %s:%u", addr, port);
         return s;
+}
+
+/* Starts accepting: after every volume is added, so a primary that connects while the daemon
+ * starts is never told "unknown volume" (which would stop its reconnects). */
+int repl_server_listen(struct repl_server *s)
+{
+        if (listen(s->fd, 16) < 0) {
+                log_err("mirror_listen: %s", strerror(errno));
+                return -1;
+        }
+        struct create_arg a = {s, -1};
+        if (reactor_call_sync(s->r, listen_on_reactor, &a) < 0 || a.rc < 0)
+                return -1;
+        s->listening = true;
+        log_info("mirror: listening for primaries");
+        return 0;
 }
 
 int repl_server_add(struct repl_server *s, const struct repl_server_volume *vol)
@@ -564,7 +575,8 @@ static void stop_on_reactor(void *arg)
 {
         struct repl_server *s = arg;
         s->stopping = true;
-        reactor_del_fd(s->r, &s->rfd);
+        if (s->listening)
+                reactor_del_fd(s->r, &s->rfd);
         close(s->fd);
         s->fd = -1;
         for (unsigned i = 0; i < s->nvols; i++)

@@ -26,9 +26,12 @@ struct repl_server_volume {
         atomic_bool *standby; /* the LUN refuses initiators while this side is secondary */
 };
 
-/* Listens on addr:port (the reactor must be running). NULL (logged) on failure. */
+/* Binds addr:port (the reactor must be running); repl_server_listen() starts accepting. NULL
+ * (logged) on failure. */
 struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint16_t port);
 int repl_server_add(struct repl_server *s, const struct repl_server_volume *vol);
+/* Starts accepting primaries (after the volumes are added). */
+int repl_server_listen(struct repl_server *s);
 /* On the running reactor set, before it stops: closes everything. */
 void repl_server_stop(struct repl_server *s);
 void repl_server_destroy(struct repl_server *s);

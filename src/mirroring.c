@@ -134,7 +134,7 @@ int daemon_mirror_open(struct daemon *d)
         for (unsigned i = 0; i < d->nluns; i++)
                 if (mirrored(&d->luns[i]) && open_lun_mirror(d, &d->luns[i]) < 0)
                         return -1;
-        return 0;
+        return d->repl_server ? repl_server_listen(d->repl_server) : 0;
 }
 
 void daemon_mirror_stop(struct daemon *d)
