@@ -167,8 +167,7 @@ static void logged(struct wlog_entry *e, int err)
 {
         struct logged_io *lio = (struct logged_io *)e;
         lio->err = err;
-        while (reactor_call(lio->io->reactor, logged_on_reactor, lio) < 0)
-                usleep(1000); /* out of memory for the message: try again, never drop it */
+        reactor_post(lio->io->reactor, logged_on_reactor, lio);
 }
 
 static const enum wlog_op wlog_ops[] = {

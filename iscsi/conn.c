@@ -33,6 +33,17 @@ void tx_pdu_free(struct tx_pdu *pdu)
         free(pdu);
 }
 
+void tx_pdu_finish_list(struct tx_pdu **head)
+{
+        while (*head) {
+                struct tx_pdu *p = *head;
+                *head = p->next;
+                if (p->sent)
+                        p->sent(p);
+                tx_pdu_free(p);
+        }
+}
+
 static const char *conn_name(const struct iscsi_conn *c)
 {
         return c->peer;

@@ -85,5 +85,8 @@ uint8_t *iscsi_conn_solicited_dest(struct iscsi_conn *c, uint32_t ttt, uint32_t 
 
 struct tx_pdu *tx_pdu_new(void);
 void tx_pdu_free(struct tx_pdu *pdu);
+/* Runs sent() and frees every PDU on the list (linked by next), emptying it: what a transport
+ * does with PDUs that have left, outside the call that queued them. */
+void tx_pdu_finish_list(struct tx_pdu **head);
 
 #endif

@@ -281,13 +281,7 @@ static struct itt_entry *itt_put(struct xport_conn *xc, uint32_t itt)
 
 static void run_done(struct xport_conn *xc)
 {
-        while (xc->done_head) {
-                struct tx_pdu *p = xc->done_head;
-                xc->done_head = p->next;
-                if (p->sent)
-                        p->sent(p);
-                tx_pdu_free(p);
-        }
+        tx_pdu_finish_list(&xc->done_head);
 }
 
 static void done_work_cb(struct reactor_deferred *d)

@@ -185,21 +185,15 @@ static void mio_local_submit(void *arg)
         volume_submit_local(mio->m->v, mio->io);
 }
 
-static void post(struct reactor *r, void (*fn)(void *), void *arg)
-{
-        while (reactor_call(r, fn, arg) < 0)
-                usleep(1000); /* out of memory for the message: never drop a completion */
-}
-
 /* The peer's part of a write is over (ok, or the region is now marked for resync). On home. */
 static void mio_peer_done(struct mio *mio)
 {
         if (!mio->local_posted) {
                 mio->local_posted = true;
-                post(mio->io->reactor, mio_local_submit, mio);
+                reactor_post(mio->io->reactor, mio_local_submit, mio);
         }
         if (atomic_fetch_sub(&mio->pending, 1) == 1)
-                post(mio->io->reactor, mio_finish, mio);
+                reactor_post(mio->io->reactor, mio_finish, mio);
 }
 
 /* Records that the peer may lack this write's range: on disk before the write completes. A
@@ -419,7 +413,7 @@ static void msg_written(struct mirror *m, struct mmsg *msg)
         if (msg->kind == K_IO) {
                 struct mio *mio = (struct mio *)msg;
                 mio->local_posted = true;
-                post(mio->io->reactor, mio_local_submit, mio);
+                reactor_post(mio->io->reactor, mio_local_submit, mio);
         }
 }
 
@@ -842,7 +836,7 @@ static void mirror_submit(void *ctx, struct volume_io *io)
                 mio_local_submit(mio);
                 return;
         }
-        post(m->home, enqueue_io, mio);
+        reactor_post(m->home, enqueue_io, mio);
 }
 
 const struct volume_mirror_ops mirror_volume_ops = {.submit = mirror_submit};
@@ -906,7 +900,7 @@ struct mirror *mirror_create(const struct mirror_conf *conf)
         if (repl_state_count(m->st))
                 log_info("%s: %llu regions recorded for resync from an earlier run", m->name,
                          (unsigned long long)repl_state_count(m->st));
-        post(m->home, start_on_home, m);
+        reactor_post(m->home, start_on_home, m);
         return m;
 }
 

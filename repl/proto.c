@@ -8,10 +8,7 @@
 
 uint64_t repl_volume_key(const char *mirror_id)
 {
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (const char *p = mirror_id; *p; p++)
-                h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-        return h;
+        return fnv1a64(mirror_id);
 }
 
 /* magic 0, version 4, type 6, msg_id 8, volume 16, offset 24, length 32, seq 36, status 40,

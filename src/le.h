@@ -1,5 +1,5 @@
-/* le: little-endian integers in byte buffers, for the formats isergw defines itself (the write
- * log, the mirror protocol). Stateless inline helpers. */
+/* le: little-endian integers in byte buffers and the FNV-1a name hash, for the formats isergw
+ * defines itself (the write log, the mirror protocol). Stateless inline helpers. */
 #ifndef ISERGW_SRC_LE_H
 #define ISERGW_SRC_LE_H
 
@@ -36,6 +36,16 @@ static inline uint32_t le_get32(const uint8_t *p)
 static inline uint64_t le_get64(const uint8_t *p)
 {
         return (uint64_t)le_get32(p) | (uint64_t)le_get32(p + 4) << 32;
+}
+
+/* FNV-1a 64 of a string: the stable keys of names on disk and on the wire (write log LUN
+ * keys, mirror volume keys). */
+static inline uint64_t fnv1a64(const char *s)
+{
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (; *s; s++)
+                h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+        return h;
 }
 
 #endif

@@ -382,6 +382,12 @@ int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg)
         return 0;
 }
 
+void reactor_post(struct reactor *r, void (*fn)(void *arg), void *arg)
+{
+        while (reactor_call(r, fn, arg) < 0)
+                usleep(1000); /* out of memory for the message: wait, never drop it */
+}
+
 struct sync_call {
         void (*fn)(void *arg);
         void *arg;

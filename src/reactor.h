@@ -71,6 +71,9 @@ void reactor_defer_cancel(struct reactor *r, struct reactor_deferred *d);
 /* Runs fn(arg) on reactor r's thread, soon. Safe from any thread. */
 int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg);
 
+/* reactor_call for a message that must not be lost (a completion): retries until the queue
+ * takes it. Any thread. */
+void reactor_post(struct reactor *r, void (*fn)(void *arg), void *arg);
 /* Runs fn(arg) on r's thread and waits for it to return (not from r's own thread). */
 int reactor_call_sync(struct reactor *r, void (*fn)(void *arg), void *arg);
 

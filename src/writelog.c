@@ -7,6 +7,7 @@
 
 #include "cache/wlog.h"
 #include "src/daemon_internal.h"
+#include "src/le.h"
 #include "src/log.h"
 #include "src/reactor.h"
 
@@ -18,10 +19,7 @@ static uint64_t lun_key(const struct daemon_lun *l)
 {
         char name[300];
         snprintf(name, sizeof(name), "%s/%u", l->target->name, l->conf->number);
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (const char *p = name; *p; p++)
-                h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-        return h;
+        return fnv1a64(name);
 }
 
 static struct daemon_lun *lun_of_key(struct daemon *d, uint64_t key)
