@@ -891,10 +891,13 @@ static int derive_status_socket(struct parser *p, unsigned line)
 static int close_gateway(struct parser *p)
 {
         struct config *cfg = p->cfg;
+        /* The default first burst follows a smaller max_burst_length down (RFC 7143 13.14);
+         * only a first_burst_length the user gave is an error. */
+        if (!key_given(p, "first_burst_length") &&
+            cfg->iscsi.first_burst_length > cfg->iscsi.max_burst_length)
+                cfg->iscsi.first_burst_length = cfg->iscsi.max_burst_length;
         if (cfg->iscsi.first_burst_length > cfg->iscsi.max_burst_length)
-                return fail(p,
-                            line_of(p, key_given(p, "first_burst_length") ? "first_burst_length"
-                                                                          : "max_burst_length"),
+                return fail(p, line_of(p, "first_burst_length"),
                             "first_burst_length (%u) exceeds max_burst_length (%u)",
                             cfg->iscsi.first_burst_length, cfg->iscsi.max_burst_length);
         if (cfg->pool_size % cfg->line_size != 0)
@@ -1414,7 +1417,7 @@ static struct config *config_new(const char *source)
         cfg->backend_initiator_name = strdup("iqn.2026-11.io.isergw:gateway");
         cfg->iscsi = (struct config_iscsi){.max_recv_data_segment_length = 262144,
                                            .max_burst_length = 1048576,
-                                           .first_burst_length = 65536,
+                                           .first_burst_length = 262144,
                                            .max_outstanding_r2t = 8,
                                            .immediate_data = true,
                                            .initial_r2t = false};

@@ -139,7 +139,7 @@ check "sessions: negotiated parameters" "$se" \
 	".sessions[0].connections[0].params | (.header_digest | IN(\"None\", \"CRC32C\")) and
 	 (.data_digest | IN(\"None\", \"CRC32C\")) and .max_recv_dsl == 262144 and
 	 (.max_xmit_dsl | $INT and . >= 512) and (.max_burst | $INT and . >= 512) and
-	 (.first_burst | $INT and . >= 512 and . <= 65536) and (.immediate_data | type == \"boolean\") and
+	 (.first_burst | $INT and . >= 512 and . <= 262144) and (.immediate_data | type == \"boolean\") and
 	 (.initial_r2t | type == \"boolean\") and (.max_outstanding_r2t | $INT and . >= 1 and . <= 8)"
 check "stats: one session and one connection active" "$(stats)" \
 	'.sessions_active == 1 and .connections_active == 1'

@@ -105,7 +105,7 @@ static void check_default_values(const struct config *cfg)
         cr_assert_null(cfg->metrics_listen);
         cr_assert_eq(cfg->iscsi.max_recv_data_segment_length, 262144);
         cr_assert_eq(cfg->iscsi.max_burst_length, 1048576);
-        cr_assert_eq(cfg->iscsi.first_burst_length, 65536);
+        cr_assert_eq(cfg->iscsi.first_burst_length, 262144);
         cr_assert_eq(cfg->iscsi.max_outstanding_r2t, 8);
         cr_assert(cfg->iscsi.immediate_data);
         cr_assert(!cfg->iscsi.initial_r2t);
@@ -194,7 +194,7 @@ static void check_full_gateway(const struct config *cfg)
         cr_assert_str_eq(cfg->metrics_listen, "127.0.0.1:9650");
         cr_assert_eq(cfg->iscsi.max_recv_data_segment_length, 262144);
         cr_assert_eq(cfg->iscsi.max_burst_length, 1048576);
-        cr_assert_eq(cfg->iscsi.first_burst_length, 65536);
+        cr_assert_eq(cfg->iscsi.first_burst_length, 262144);
         cr_assert_eq(cfg->iscsi.max_outstanding_r2t, 8);
         cr_assert(cfg->iscsi.immediate_data);
         cr_assert(!cfg->iscsi.initial_r2t);
@@ -410,6 +410,14 @@ Test(config, gateway_values)
         cr_assert(cfg->iscsi.initial_r2t);
         cr_assert(!cfg->iscsi.immediate_data);
         cr_assert_eq(cfg->iscsi.first_burst_length, 16777215);
+        config_free(cfg);
+}
+
+Test(config, default_first_burst_follows_a_smaller_max_burst)
+{
+        struct config *cfg = load_ok("[gateway]\nmax_burst_length = 32K\n" BASE);
+        cr_assert_eq(cfg->iscsi.max_burst_length, 32768);
+        cr_assert_eq(cfg->iscsi.first_burst_length, 32768);
         config_free(cfg);
 }
 
@@ -648,8 +656,8 @@ Test(config_error, inconsistent_gateway_values)
 {
         expect_error("[gateway]\nfirst_burst_length = 2M\n",
                      "t.conf:2: first_burst_length (2097152) exceeds max_burst_length (1048576)");
-        expect_error("[gateway]\nmax_burst_length = 32K\n",
-                     "t.conf:2: first_burst_length (65536) exceeds max_burst_length (32768)");
+        expect_error("[gateway]\nmax_burst_length = 32K\nfirst_burst_length = 64K\n",
+                     "t.conf:3: first_burst_length (65536) exceeds max_burst_length (32768)");
         expect_error("[gateway]\npool_size = 1025K\n",
                      "t.conf:2: pool_size is not a multiple of line_size");
         expect_error("[gateway]\npool_size = 3M\nline_size = 1M\nline_size = 2M\n",
