@@ -136,12 +136,12 @@ struct mirror {
         uint64_t resync_total, resync_done;
         uint64_t resync_started_ns;
         uint64_t synced_sent;
-        uint64_t full_copies; /* pairings that copied every region */
 
         pthread_mutex_t lock; /* last_error */
         char last_error[512];
         atomic_uint_fast64_t mirrored_writes, mirrored_bytes, degraded_writes, peer_errors,
-            link_failures, resync_regions, resync_bytes, lag_bytes, unstable_regions;
+            link_failures, resync_regions, resync_bytes, lag_bytes, unstable_regions,
+            full_copies; /* pairings that copied every region */
 };
 
 static void set_state(struct mirror *m, enum mstate s)
@@ -539,9 +539,9 @@ static void split_brain(struct mirror *m, const struct repl_hello *peer)
         link_failed(m, "split brain");
         set_state(m, MS_SPLIT_BRAIN);
         set_error(m,
-                  "split brain: %s holds writes this side never saw and this side holds writes "
-                  "it never saw (peer generation %016llx, ours %016llx, last shared %016llx); "
-                  "nothing is copied either way. Resolve with 'isergw-ctl mirror-demote TARGET "
+                  "split brain: %s holds writes this side never saw (peer generation %016llx, "
+                  "ours %016llx, last shared %016llx); nothing is copied either way. Resolve with "
+                  "'isergw-ctl mirror-demote TARGET "
                   "LUN' on the side whose writes are to be discarded, then 'isergw-ctl "
                   "mirror-establish TARGET LUN full' on the other",
                   m->peer, (unsigned long long)peer->gen, (unsigned long long)repl_state_gen(m->st),
@@ -567,7 +567,7 @@ static void paired(struct mirror *m, const struct repl_hello *peer)
                       : shared == 0 ? "first pairing: full copy"
                                     : "the peer was a primary that did not hand over: full copy";
                 m->force_full = false;
-                m->full_copies++;
+                atomic_fetch_add(&m->full_copies, 1);
         } else {
                 why = rel == REPL_GEN_SAME ? "reconnected" : "this side wrote while apart";
         }
@@ -1190,6 +1190,7 @@ json_t *mirror_json(struct mirror *m)
         json_object_set_new(j, "resync_eta_s", json_integer((json_int_t)eta));
         json_object_set_new(j, "peer_unstable_regions",
                             json_integer((json_int_t)atomic_load(&m->unstable_regions)));
-        json_object_set_new(j, "full_copies", json_integer((json_int_t)m->full_copies));
+        json_object_set_new(j, "full_copies",
+                            json_integer((json_int_t)atomic_load(&m->full_copies)));
         return j;
 }
