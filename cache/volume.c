@@ -58,10 +58,10 @@ static bool changes_data(const struct volume_io *io)
                (io->op == VOLUME_WRITE || io->op == VOLUME_UNMAP || io->op == VOLUME_WRITE_ZEROES);
 }
 
-/* After the log: the mirror, then the local copy. */
+/* After the log: the mirror, then the local copy (a peer's write only the local copy). */
 static void submit_now(struct volume *v, struct volume_io *io)
 {
-        if (v->mirror_ops && changes_data(io))
+        if (v->mirror_ops && changes_data(io) && !io->replica)
                 v->mirror_ops->submit(v->mirror_ctx, io);
         else
                 volume_submit_local(v, io);

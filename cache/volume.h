@@ -40,6 +40,7 @@ struct volume_io {
         bool line_kept;
         uint32_t seq;       /* writes: order ticket from volume_write_begin(); 0: now */
         uint64_t cmd_bytes; /* writes: the whole command's size (bypass threshold) */
+        bool replica;       /* a peer's write applied on a mirror secondary: not mirrored back */
         /* Owned by the implementation while the I/O is in flight. */
         uint64_t impl[8];
         int64_t impl_res;

@@ -39,13 +39,18 @@ enum mstate {
         MS_SEVERED,
         MS_SPLIT_BRAIN,
         MS_REFUSED,
+        MS_BOTH_PRIMARY, /* the peer is primary too but the data did not diverge: retries */
+        MS_STANDBY,      /* this side is secondary: no connection, nothing mirrored */
 };
 
-static const char *const state_names[] = {"connecting",   "establishing", "resyncing",
-                                          "synchronized", "degraded",     "severed",
-                                          "split-brain",  "refused"};
+static const char *const state_names[] = {
+    "connecting", "establishing", "resyncing", "synchronized", "degraded",
+    "severed",    "split-brain",  "refused",   "both-primary", "standby"};
 
-enum mkind { K_IO, K_RESYNC, K_HELLO, K_PING, K_SYNCED, K_FLUSH };
+/* A demote's handover (mirror_step_down). */
+enum handover { HO_NONE, HO_DRAINING, HO_FLUSHING, HO_CLEAN, HO_FAILED };
+
+enum mkind { K_IO, K_RESYNC, K_HELLO, K_PING, K_SYNCED, K_FLUSH, K_HANDOVER };
 
 struct mmsg {
         uint8_t hdr[REPL_HDR_LEN];
@@ -112,6 +117,9 @@ struct mirror {
          * crashed may have lost what it held only in its cache. */
         uint64_t *recent, *flushing;
         size_t words;
+        bool recent_any;        /* a bit is set in recent */
+        uint64_t unstable;      /* bits set in recent | flushing */
+        enum handover handover; /* on home; read by mirror_step_down through call_sync */
         bool flush_inflight;
         bool ping_inflight;
         uint64_t last_flush_ns;
@@ -132,7 +140,8 @@ struct mirror {
         pthread_mutex_t lock; /* last_error */
         char last_error[512];
         atomic_uint_fast64_t mirrored_writes, mirrored_bytes, degraded_writes, peer_errors,
-            link_failures, resync_regions, resync_bytes, lag_bytes, unstable_regions;
+            link_failures, resync_regions, resync_bytes, lag_bytes, unstable_regions,
+            full_copies; /* pairings that copied every region */
 };
 
 static void set_state(struct mirror *m, enum mstate s)
@@ -201,7 +210,11 @@ static void mio_peer_done(struct mio *mio)
 static void mark_region(struct mirror *m, struct mio *mio)
 {
         const struct volume_io *io = mio->io;
-        int rc = repl_state_mark(m->st, io->offset, io->length);
+        /* Acknowledged without the peer: this side's data is no longer the shared one. (With
+         * the link up, the region is resynced in the same pairing: no new generation.) */
+        int rc = atomic_load(&m->connected) ? 0 : repl_state_diverge(m->st);
+        if (rc == 0)
+                rc = repl_state_mark(m->st, io->offset, io->length);
         if (rc < 0) {
                 log_err("%s: mirror bitmap: %s; the write fails", m->name, strerror(-rc));
                 mio->peer_res = -EIO;
@@ -218,8 +231,34 @@ static void note_recent(struct mirror *m, uint64_t offset, uint64_t length)
 {
         uint64_t gran = repl_state_granularity(m->st);
         uint64_t last = (offset + length - 1) / gran;
-        for (uint64_t r = offset / gran; r <= last && r < repl_state_regions(m->st); r++)
-                m->recent[r / 64] |= 1ull << (r % 64);
+        for (uint64_t r = offset / gran; r <= last && r < repl_state_regions(m->st); r++) {
+                uint64_t bit = 1ull << (r % 64);
+                if (!((m->recent[r / 64] | m->flushing[r / 64]) & bit))
+                        m->unstable++;
+                m->recent[r / 64] |= bit;
+        }
+        m->recent_any = true;
+        atomic_store(&m->unstable_regions, m->unstable);
+}
+
+/* The peer made what it held stable: only the regions written since it was asked stay. */
+static void flushed(struct mirror *m)
+{
+        for (size_t i = 0; i < m->words; i++) {
+                m->unstable -= (uint64_t)__builtin_popcountll(m->flushing[i] & ~m->recent[i]);
+                m->flushing[i] = 0;
+        }
+        atomic_store(&m->unstable_regions, m->unstable);
+}
+
+static void forget_recent(struct mirror *m)
+{
+        memset(m->recent, 0, m->words * sizeof(uint64_t));
+        memset(m->flushing, 0, m->words * sizeof(uint64_t));
+        m->recent_any = false;
+        m->unstable = 0;
+        atomic_store(&m->unstable_regions, 0);
+        m->flush_inflight = false;
 }
 
 /* The link dropped: what the peer held only in its cache must be sent again. */
@@ -229,15 +268,15 @@ static void recent_to_bitmap(struct mirror *m)
                 m->recent[i] |= m->flushing[i];
         if (repl_state_mark_bits(m->st, m->recent) < 0)
                 log_err("%s: cannot record the regions the peer may have lost", m->name);
-        memset(m->recent, 0, m->words * sizeof(uint64_t));
-        memset(m->flushing, 0, m->words * sizeof(uint64_t));
-        m->flush_inflight = false;
+        forget_recent(m);
 }
 
 /* ---------------- the connection ---------------- */
 
 static void tx_kick(struct mirror *m);
 static void resync_step(struct mirror *m);
+static void start_resync(struct mirror *m, const char *why);
+static void handover_step(struct mirror *m);
 static void queue_ctrl(struct mirror *m, enum mkind kind, uint16_t type, const void *payload,
                        uint32_t len);
 
@@ -282,8 +321,13 @@ static void free_msg(struct mirror *m, struct mmsg *msg, bool delivered, uint32_
                 return;
         case K_FLUSH:
                 if (delivered && status == REPL_OK)
-                        memset(m->flushing, 0, m->words * sizeof(uint64_t));
+                        flushed(m);
                 m->flush_inflight = false;
+                free(msg);
+                return;
+        case K_HANDOVER:
+                if (m->handover == HO_FLUSHING)
+                        m->handover = delivered && status == REPL_OK ? HO_CLEAN : HO_FAILED;
                 free(msg);
                 return;
         case K_PING:
@@ -299,15 +343,13 @@ static void free_msg(struct mirror *m, struct mmsg *msg, bool delivered, uint32_
 /* Asks the peer to make what it holds stable; the regions written before it are then safe. */
 static void peer_flush(struct mirror *m)
 {
-        bool any = false;
-        for (size_t i = 0; i < m->words && !any; i++)
-                any = m->recent[i] != 0;
-        if (!any || m->flush_inflight)
+        if (!m->recent_any || m->flush_inflight)
                 return;
         for (size_t i = 0; i < m->words; i++) {
                 m->flushing[i] |= m->recent[i];
                 m->recent[i] = 0;
         }
+        m->recent_any = false;
         m->flush_inflight = true;
         m->last_flush_ns = reactor_now_ns();
         queue_ctrl(m, K_FLUSH, REPL_FLUSH, NULL, 0);
@@ -329,9 +371,6 @@ static void link_failed(struct mirror *m, const char *why)
                 atomic_fetch_add(&m->link_failures, 1);
                 log_warn("%s: mirror link to %s lost (%s): degraded, changed regions are recorded",
                          m->name, m->peer, why);
-                if (repl_state_gen(m->st) == repl_state_shared_gen(m->st))
-                        repl_state_set(m->st, REPL_ROLE_PRIMARY, repl_state_new_gen(),
-                                       repl_state_shared_gen(m->st));
         }
         set_error(m, "%s", why);
         if (was_connected)
@@ -348,8 +387,11 @@ static void link_failed(struct mirror *m, const char *why)
         m->rx_in_payload = false;
         m->synced_sent = 0;
         m->ping_inflight = false;
+        if (m->handover == HO_DRAINING || m->handover == HO_FLUSHING)
+                m->handover = HO_FAILED;
         enum mstate s = get_state(m);
-        if (s != MS_SEVERED && s != MS_SPLIT_BRAIN && s != MS_REFUSED)
+        if (s != MS_SEVERED && s != MS_SPLIT_BRAIN && s != MS_REFUSED && s != MS_BOTH_PRIMARY &&
+            s != MS_STANDBY)
                 set_state(m, MS_DEGRADED);
         m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
 }
@@ -482,45 +524,93 @@ static void send_hello(struct mirror *m)
         set_state(m, MS_HELLO);
 }
 
+static void start_resync(struct mirror *m, const char *why)
+{
+        m->resync_total = repl_state_count(m->st);
+        m->resync_done = 0;
+        m->resync_started_ns = reactor_now_ns();
+        set_state(m, MS_RESYNC);
+        log_info("%s: mirror resync to %s (%s): %llu regions of %u bytes to copy", m->name, m->peer,
+                 why, (unsigned long long)m->resync_total, repl_state_granularity(m->st));
+}
+
+static void split_brain(struct mirror *m, const struct repl_hello *peer)
+{
+        link_failed(m, "split brain");
+        set_state(m, MS_SPLIT_BRAIN);
+        set_error(m,
+                  "split brain: %s holds writes this side never saw (peer generation %016llx, "
+                  "ours %016llx, last shared %016llx); nothing is copied either way. Resolve with "
+                  "'isergw-ctl mirror-demote TARGET "
+                  "LUN' on the side whose writes are to be discarded, then 'isergw-ctl "
+                  "mirror-establish TARGET LUN full' on the other",
+                  m->peer, (unsigned long long)peer->gen, (unsigned long long)repl_state_gen(m->st),
+                  (unsigned long long)repl_state_shared_gen(m->st));
+        log_err("%s: %s", m->name, m->last_error);
+}
+
 /* Which regions the peer needs, from both sides' generations (docs/replication.md). */
 static void paired(struct mirror *m, const struct repl_hello *peer)
 {
         uint64_t gen = repl_state_gen(m->st), shared = repl_state_shared_gen(m->st);
+        enum repl_gen_relation rel = repl_gen_relation(gen, shared, peer->gen, peer->shared_gen);
+        bool full = m->force_full || shared == 0;
         const char *why;
-        if (m->force_full || shared == 0) {
-                repl_state_mark_all(m->st);
-                why = m->force_full ? "full copy asked for" : "first pairing: full copy";
-                m->force_full = false;
-        } else if (peer->role != REPL_ROLE_SECONDARY || (peer->gen != gen && peer->gen != shared)) {
-                link_failed(m, "split brain");
-                set_state(m, MS_SPLIT_BRAIN);
-                set_error(m,
-                          "split brain: %s holds writes this side never saw (peer generation "
-                          "%016llx, ours %016llx, last shared %016llx); nothing is copied either "
-                          "way. Resolve with 'isergw-ctl mirror-demote TARGET LUN' on the side "
-                          "whose writes are to be discarded, then 'isergw-ctl mirror-establish "
-                          "TARGET LUN full' on the other",
-                          m->peer, (unsigned long long)peer->gen, (unsigned long long)gen,
-                          (unsigned long long)shared);
-                log_err("%s: %s", m->name, m->last_error);
+        if (!full && (peer->role != REPL_ROLE_SECONDARY || rel == REPL_GEN_PEER_AHEAD ||
+                      rel == REPL_GEN_DIVERGED)) {
+                split_brain(m, peer);
                 return;
-        } else {
-                why = peer->gen == gen ? "reconnected" : "this side wrote while apart";
         }
-        m->resync_total = repl_state_count(m->st);
-        m->resync_done = 0;
-        m->resync_started_ns = reactor_now_ns();
+        if (full || (peer->flags & REPL_HELLO_F_NEEDS_FULL)) {
+                repl_state_mark_all(m->st);
+                why = m->force_full ? "full copy asked for"
+                      : shared == 0 ? "first pairing: full copy"
+                                    : "the peer was a primary that did not hand over: full copy";
+                m->force_full = false;
+                atomic_fetch_add(&m->full_copies, 1);
+        } else {
+                why = rel == REPL_GEN_SAME ? "reconnected" : "this side wrote while apart";
+        }
         atomic_store(&m->connected, true);
-        set_state(m, MS_RESYNC);
         set_error(m, "%s", "");
-        log_info("%s: mirror paired with %s (%s): %llu regions of %u bytes to copy", m->name,
-                 m->peer, why, (unsigned long long)m->resync_total, repl_state_granularity(m->st));
+        start_resync(m, why);
         resync_step(m);
+}
+
+/* The peer is primary too and the data did not diverge (the peer says so with its
+ * generations): one side is to be demoted; this side retries meanwhile. */
+static void both_primary(struct mirror *m, const struct repl_hello *peer)
+{
+        enum repl_gen_relation rel = repl_gen_relation(
+            repl_state_gen(m->st), repl_state_shared_gen(m->st), peer->gen, peer->shared_gen);
+        if (rel == REPL_GEN_DIVERGED) {
+                split_brain(m, peer);
+                return;
+        }
+        link_failed(m, "the peer is primary too");
+        set_state(m, MS_BOTH_PRIMARY);
+        if (rel == REPL_GEN_PEER_AHEAD)
+                set_error(m,
+                          "%s is primary too and went on from the data this side holds (it was "
+                          "promoted while this side was away): 'isergw-ctl mirror-demote TARGET "
+                          "LUN' here makes this side its secondary (a full copy follows, which "
+                          "discards whatever this side holds that it never got)",
+                          m->peer);
+        else
+                set_error(m,
+                          "%s is primary too but holds nothing this side lacks: 'isergw-ctl "
+                          "mirror-demote TARGET LUN' there makes it this side's secondary",
+                          m->peer);
 }
 
 static void on_hello_reply(struct mirror *m)
 {
         struct repl_hello peer;
+        bool have_peer = repl_hello_decode(m->rx_payload, m->rxh.length, &peer);
+        if (m->rxh.status == REPL_E_ROLE && have_peer) {
+                both_primary(m, &peer);
+                return;
+        }
         if (m->rxh.status == REPL_E_SPLIT_BRAIN) {
                 link_failed(m, "split brain");
                 set_state(m, MS_SPLIT_BRAIN);
@@ -541,8 +631,8 @@ static void on_hello_reply(struct mirror *m)
                 log_err("%s: %s", m->name, m->last_error);
                 return;
         }
-        if (!repl_hello_decode(m->rx_payload, m->rxh.length, &peer) || peer.size != m->size ||
-            peer.block_size != m->block_size || strcmp(peer.id, m->id) != 0) {
+        if (!have_peer || peer.size != m->size || peer.block_size != m->block_size ||
+            strcmp(peer.id, m->id) != 0) {
                 link_failed(m, "the peer's volume does not match (id, size or block size)");
                 set_state(m, MS_REFUSED);
                 return;
@@ -754,7 +844,7 @@ static void start_connect(struct mirror *m)
 static bool reply_overdue(struct mirror *m, uint64_t now, uint64_t limit)
 {
         for (struct mmsg *msg = m->win; msg; msg = msg->next)
-                if (msg->kind != K_FLUSH)
+                if (msg->kind != K_FLUSH && msg->kind != K_HANDOVER)
                         return now - msg->sent_ns > limit;
         return false;
 }
@@ -767,7 +857,8 @@ static void on_tick(struct reactor_timer *t)
         uint64_t now = reactor_now_ns(), limit = (uint64_t)m->timeout_ms * 1000000ull;
         enum mstate s = get_state(m);
         if (m->fd < 0) {
-                if ((s == MS_DEGRADED || s == MS_CONNECTING) && now >= m->next_connect_ns)
+                if ((s == MS_DEGRADED || s == MS_CONNECTING || s == MS_BOTH_PRIMARY) &&
+                    now >= m->next_connect_ns)
                         start_connect(m);
         } else if (s == MS_CONNECTING) {
                 if (now - m->next_connect_ns > limit)
@@ -781,10 +872,9 @@ static void on_tick(struct reactor_timer *t)
         }
         if (atomic_load(&m->connected) && now - m->last_flush_ns > PEER_FLUSH_NS)
                 peer_flush(m);
-        uint64_t unstable = 0;
-        for (size_t i = 0; i < m->words; i++)
-                unstable += (uint64_t)__builtin_popcountll(m->recent[i] | m->flushing[i]);
-        atomic_store(&m->unstable_regions, unstable);
+        if (s == MS_SYNCED && repl_state_count(m->st))
+                start_resync(m, "regions recorded while synchronized");
+        handover_step(m);
         resync_step(m);
         reactor_timer_arm(m->home, &m->tick, TICK_NS);
 }
@@ -845,14 +935,11 @@ const struct volume_mirror_ops mirror_volume_ops = {.submit = mirror_submit};
 
 static int parse_peer(struct mirror *m, const char *peer)
 {
-        char host[256];
-        const char *colon = strrchr(peer, ':');
-        if (!colon || colon == peer || (size_t)(colon - peer) >= sizeof(host))
+        char host[256], port[8];
+        if (repl_split_hostport(peer, host, sizeof(host), port) < 0)
                 return -1;
-        memcpy(host, peer, (size_t)(colon - peer));
-        host[colon - peer] = 0;
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-        if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || !res)
+        if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
                 return -1;
         memcpy(&m->addr, res->ai_addr, res->ai_addrlen);
         m->addrlen = res->ai_addrlen;
@@ -896,7 +983,7 @@ struct mirror *mirror_create(const struct mirror_conf *conf)
                 mirror_destroy(m);
                 return NULL;
         }
-        set_state(m, MS_DEGRADED);
+        set_state(m, repl_state_role(m->st) == REPL_ROLE_PRIMARY ? MS_DEGRADED : MS_STANDBY);
         if (repl_state_count(m->st))
                 log_info("%s: %llu regions recorded for resync from an earlier run", m->name,
                          (unsigned long long)repl_state_count(m->st));
@@ -935,6 +1022,8 @@ void mirror_destroy(struct mirror *m)
 static void sever_on_home(void *arg)
 {
         struct mirror *m = arg;
+        if (get_state(m) == MS_STANDBY)
+                return;
         set_state(m, MS_SEVERED);
         link_failed(m, "severed by the operator");
 }
@@ -953,6 +1042,8 @@ static void establish_on_home(void *arg)
 {
         struct establish_arg *a = arg;
         struct mirror *m = a->m;
+        if (get_state(m) == MS_STANDBY)
+                return; /* a secondary connects to no one */
         if (a->full)
                 m->force_full = true;
         if (m->fd >= 0)
@@ -967,9 +1058,102 @@ int mirror_establish(struct mirror *m, bool full)
         return reactor_call_sync(m->home, establish_on_home, &a) < 0 ? -EIO : 0;
 }
 
-void mirror_forget_peer(struct mirror *m)
+static void activate_on_home(void *arg)
 {
-        mirror_sever(m);
+        struct mirror *m = arg;
+        if (get_state(m) != MS_STANDBY)
+                return;
+        m->handover = HO_NONE;
+        set_error(m, "%s", "");
+        set_state(m, MS_DEGRADED);
+        m->next_connect_ns = 0;
+        log_info("%s: primary now: mirroring to %s (regions written until it pairs are recorded)",
+                 m->name, m->peer);
+}
+
+int mirror_activate(struct mirror *m)
+{
+        return reactor_call_sync(m->home, activate_on_home, m) < 0 ? -EIO : 0;
+}
+
+/* The handover of a demote: once no write is on its way to the peer, one FLUSH; its answer
+ * means the peer holds, stably, everything this side ever acknowledged. */
+static bool io_in_flight(struct mirror *m)
+{
+        struct mmsg *lists[2] = {m->win, m->txq};
+        for (int i = 0; i < 2; i++)
+                for (struct mmsg *msg = lists[i]; msg; msg = msg->next)
+                        if (msg->kind == K_IO)
+                                return true;
+        return false;
+}
+
+static void handover_step(struct mirror *m)
+{
+        if (m->handover != HO_DRAINING || io_in_flight(m))
+                return;
+        m->handover = HO_FLUSHING;
+        queue_ctrl(m, K_HANDOVER, REPL_FLUSH, NULL, 0);
+}
+
+struct step_down {
+        struct mirror *m;
+        enum handover h; /* as the home reactor saw it */
+};
+
+static void step_down_begin(void *arg)
+{
+        struct step_down *a = arg;
+        struct mirror *m = a->m;
+        bool synced =
+            get_state(m) == MS_SYNCED && atomic_load(&m->connected) && repl_state_count(m->st) == 0;
+        m->handover = synced ? HO_DRAINING : HO_FAILED;
+        handover_step(m);
+        a->h = m->handover;
+}
+
+static void step_down_poll(void *arg)
+{
+        struct step_down *a = arg;
+        handover_step(a->m);
+        a->h = a->m->handover;
+}
+
+/* Closes the link and stops mirroring. After a clean handover the peer has everything: what
+ * it was asked to flush is not recorded again and this side keeps its generation. */
+static void step_down_end(void *arg)
+{
+        struct step_down *a = arg;
+        struct mirror *m = a->m;
+        a->h = m->handover;
+        set_state(m, MS_STANDBY);
+        if (m->handover == HO_CLEAN) {
+                atomic_store(&m->connected, false);
+                forget_recent(m);
+                link_failed(m, "demoted: handed over to the peer");
+        } else {
+                link_failed(m, "demoted");
+        }
+}
+
+int mirror_step_down(struct mirror *m, unsigned timeout_ms)
+{
+        struct step_down a = {m, HO_NONE};
+        if (reactor_call_sync(m->home, step_down_begin, &a) < 0)
+                return -EIO;
+        for (unsigned waited = 0; a.h != HO_CLEAN && a.h != HO_FAILED && waited < timeout_ms;
+             waited += 10) {
+                usleep(10000);
+                if (reactor_call_sync(m->home, step_down_poll, &a) < 0)
+                        return -EIO;
+        }
+        if (reactor_call_sync(m->home, step_down_end, &a) < 0)
+                return -EIO;
+        bool clean = a.h == HO_CLEAN;
+        log_info("%s: mirror stands by: %s", m->name,
+                 clean ? "the peer holds every acknowledged write (clean handover)"
+                       : "no clean handover (the peer was not synchronized or did not answer)");
+        return clean ? 1 : 0;
 }
 
 json_t *mirror_json(struct mirror *m)
@@ -982,12 +1166,14 @@ json_t *mirror_json(struct mirror *m)
         json_t *j = json_pack(
             "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, "
             "s:s}",
-            "mirror_id", m->id, "role", "primary", "mode", m->strict ? "strict" : "sync", "state",
-            state_names[s], "peer", m->peer, "lag_bytes", (json_int_t)atomic_load(&m->lag_bytes),
-            "resync_done_bytes", (json_int_t)(done * gran), "resync_total_bytes",
-            (json_int_t)(total * gran), "out_of_sync_regions", (json_int_t)dirty, "region_bytes",
-            (json_int_t)gran, "resync_copied_regions", (json_int_t)atomic_load(&m->resync_regions),
-            "mirrored_writes", (json_int_t)atomic_load(&m->mirrored_writes), "degraded_writes",
+            "mirror_id", m->id, "role",
+            repl_state_role(m->st) == REPL_ROLE_PRIMARY ? "primary" : "secondary", "mode",
+            m->strict ? "strict" : "sync", "state", state_names[s], "peer", m->peer, "lag_bytes",
+            (json_int_t)atomic_load(&m->lag_bytes), "resync_done_bytes", (json_int_t)(done * gran),
+            "resync_total_bytes", (json_int_t)(total * gran), "out_of_sync_regions",
+            (json_int_t)dirty, "region_bytes", (json_int_t)gran, "resync_copied_regions",
+            (json_int_t)atomic_load(&m->resync_regions), "mirrored_writes",
+            (json_int_t)atomic_load(&m->mirrored_writes), "degraded_writes",
             (json_int_t)atomic_load(&m->degraded_writes), "peer_errors",
             (json_int_t)atomic_load(&m->peer_errors), "link_failures",
             (json_int_t)atomic_load(&m->link_failures), "resync_bytes",
@@ -1004,5 +1190,7 @@ json_t *mirror_json(struct mirror *m)
         json_object_set_new(j, "resync_eta_s", json_integer((json_int_t)eta));
         json_object_set_new(j, "peer_unstable_regions",
                             json_integer((json_int_t)atomic_load(&m->unstable_regions)));
+        json_object_set_new(j, "full_copies",
+                            json_integer((json_int_t)atomic_load(&m->full_copies)));
         return j;
 }

@@ -43,8 +43,15 @@ void mirror_destroy(struct mirror *m);
  * establish with full copies every region. 0 or -errno. */
 int mirror_sever(struct mirror *m);
 int mirror_establish(struct mirror *m, bool full);
-/* Demote: this side stops being primary (the caller stops serving the LUN first). */
-void mirror_forget_peer(struct mirror *m);
+/* A mirror starts in standby when its state file says secondary: it connects to no one and
+ * passes writes to the local copy (recording them, and taking a new generation, since the peer
+ * lacks them: only a write that raced a demote gets here). Activate after a promote, before
+ * the LUN serves: it connects and pairs as a configured primary does. 0 or -errno. */
+int mirror_activate(struct mirror *m);
+/* Demote (the caller has stopped the LUN serving): waits up to timeout_ms for a clean
+ * handover (synchronized, every write answered, one more FLUSH answered), then closes the link
+ * and stands by. 1: clean, the peer holds every acknowledged write; 0: not clean; -errno. */
+int mirror_step_down(struct mirror *m, unsigned timeout_ms);
 
 /* The status entry (docs/status.md "mirror"). Any thread. */
 json_t *mirror_json(struct mirror *m);

@@ -53,7 +53,7 @@ enum repl_status repl_hdr_decode(const uint8_t in[REPL_HDR_LEN], struct repl_hdr
         return REPL_OK;
 }
 
-/* id 0..63, size 64, block_size 72, role 76, gen 80, shared_gen 88, reserved to 104 */
+/* id 0..63, size 64, block_size 72, role 76, gen 80, shared_gen 88, flags 96, reserved to 104 */
 void repl_hello_encode(const struct repl_hello *hello, uint8_t out[REPL_HELLO_LEN])
 {
         memset(out, 0, REPL_HELLO_LEN);
@@ -63,6 +63,7 @@ void repl_hello_encode(const struct repl_hello *hello, uint8_t out[REPL_HELLO_LE
         le_put32(out + 76, hello->role);
         le_put64(out + 80, hello->gen);
         le_put64(out + 88, hello->shared_gen);
+        le_put32(out + 96, hello->flags);
 }
 
 bool repl_hello_decode(const uint8_t *in, size_t len, struct repl_hello *hello)
@@ -77,8 +78,25 @@ bool repl_hello_decode(const uint8_t *in, size_t len, struct repl_hello *hello)
         hello->role = le_get32(in + 76);
         hello->gen = le_get64(in + 80);
         hello->shared_gen = le_get64(in + 88);
+        hello->flags = le_get32(in + 96);
         return hello->id[0] &&
                (hello->role == REPL_ROLE_PRIMARY || hello->role == REPL_ROLE_SECONDARY);
+}
+
+int repl_split_hostport(const char *hostport, char *host, size_t hostlen, char port[8])
+{
+        const char *colon = strrchr(hostport, ':');
+        if (!colon || colon == hostport || !colon[1] || strlen(colon + 1) >= 8)
+                return -1;
+        const char *h = hostport, *e = colon;
+        if (*h == '[' && e - h >= 2 && e[-1] == ']')
+                h++, e--;
+        if (e == h || (size_t)(e - h) >= hostlen)
+                return -1;
+        memcpy(host, h, (size_t)(e - h));
+        host[e - h] = 0;
+        memcpy(port, colon + 1, strlen(colon + 1) + 1);
+        return 0;
 }
 
 const char *repl_status_str(uint32_t status)

@@ -71,7 +71,12 @@ struct repl_hello {
         uint32_t block_size;
         uint32_t role;
         uint64_t gen, shared_gen;
+        uint32_t flags; /* REPL_HELLO_F_* */
 };
+
+/* HELLO_REPLY: this secondary was a primary demoted without a clean handover; it may hold
+ * writes the primary never had, so it needs every region (docs/replication.md). */
+#define REPL_HELLO_F_NEEDS_FULL 1u
 
 uint64_t repl_volume_key(const char *mirror_id);
 
@@ -85,5 +90,9 @@ void repl_hello_encode(const struct repl_hello *hello, uint8_t out[REPL_HELLO_LE
 bool repl_hello_decode(const uint8_t *in, size_t len, struct repl_hello *hello);
 
 const char *repl_status_str(uint32_t status);
+
+/* Splits a mirror_peer or mirror_listen value, HOST:PORT or [IPV6]:PORT (config.c has checked
+ * its shape), into host (no brackets) and port (digits). 0 or -1. */
+int repl_split_hostport(const char *hostport, char *host, size_t hostlen, char port[8]);
 
 #endif

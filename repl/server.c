@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ struct svol {
         atomic_uint_fast64_t applied_writes, applied_bytes, refused;
         char peer[64];
         uint64_t primary_gen; /* from the HELLO: adopted at SYNCED */
+        bool conflict_logged; /* a primary connected while this side is primary too */
 };
 
 struct reply {
@@ -168,6 +170,54 @@ static struct svol *find_vol(struct repl_server *s, const char *id)
         return NULL;
 }
 
+/* This side's HELLO payload, for a HELLO_REPLY. */
+static void my_hello(struct svol *v, uint8_t buf[REPL_HELLO_LEN])
+{
+        struct repl_state *st = v->conf.state;
+        bool primary = repl_state_role(st) == REPL_ROLE_PRIMARY;
+        struct repl_hello mine = {
+            .size = v->conf.size,
+            .block_size = v->conf.block_size,
+            .role = primary ? REPL_ROLE_PRIMARY : REPL_ROLE_SECONDARY,
+            .gen = repl_state_gen(st),
+            .shared_gen = repl_state_shared_gen(st),
+            .flags = !primary && repl_state_needs_full(st) ? REPL_HELLO_F_NEEDS_FULL : 0};
+        snprintf(mine.id, sizeof(mine.id), "%s", v->id);
+        repl_hello_encode(&mine, buf);
+}
+
+/* A primary wants to pair but this side is primary too. Both went on apart: split brain.
+ * Otherwise one of them holds what the other does: a role conflict, answered with this side's
+ * generations so the other side can say which one to demote (it keeps retrying). */
+static void both_primary(struct sconn *c, struct svol *v, const struct repl_hello *peer)
+{
+        struct repl_state *st = v->conf.state;
+        enum repl_gen_relation rel = repl_gen_relation(
+            repl_state_gen(st), repl_state_shared_gen(st), peer->gen, peer->shared_gen);
+        if (rel == REPL_GEN_DIVERGED) {
+                log_err("%s: a primary (%s) wants to pair, but this side was promoted and both "
+                        "went on apart: split brain; resolve with 'isergw-ctl mirror-demote' on "
+                        "the side to discard",
+                        v->name, c->addr);
+                refuse(c, REPL_E_SPLIT_BRAIN, "a HELLO");
+                conn_close(c, "split brain");
+                return;
+        }
+        if (!v->conflict_logged)
+                log_warn("%s: a primary (%s) wants to pair, but this side is primary too (%s); "
+                         "'isergw-ctl mirror-demote' on the side that is behind",
+                         v->name, c->addr,
+                         rel == REPL_GEN_PEER_BEHIND  ? "it is behind this side"
+                         : rel == REPL_GEN_PEER_AHEAD ? "it is ahead of this side"
+                                                      : "same data");
+        v->conflict_logged = true;
+        atomic_fetch_add(&v->refused, 1);
+        uint8_t buf[REPL_HELLO_LEN];
+        my_hello(v, buf);
+        reply(c, REPL_HELLO_REPLY, c->h.msg_id, REPL_E_ROLE, buf, sizeof(buf));
+        conn_close(c, "both primary");
+}
+
 static void on_hello(struct sconn *c)
 {
         struct repl_hello peer;
@@ -189,11 +239,7 @@ static void on_hello(struct sconn *c)
                 return;
         }
         if (repl_state_role(v->conf.state) != REPL_ROLE_SECONDARY) {
-                log_err("%s: a primary (%s) wants to pair, but this side was promoted: split "
-                        "brain; resolve with 'isergw-ctl mirror-demote' on the side to discard",
-                        v->name, c->addr);
-                refuse(c, REPL_E_SPLIT_BRAIN, "a HELLO");
-                conn_close(c, "split brain");
+                both_primary(c, v, &peer);
                 return;
         }
         if (v->bound && v->bound != c)
@@ -203,17 +249,12 @@ static void on_hello(struct sconn *c)
         snprintf(v->peer, sizeof(v->peer), "%s", c->addr);
         c->seq_base = volume_reserve_seqs(v->conf.volume, SEQ_RESERVE);
         c->seq_anchored = false;
+        v->conflict_logged = false;
         /* Different data from now until SYNCED: not promotable without force. */
-        if (peer.gen != repl_state_gen(v->conf.state))
+        if (peer.gen != repl_state_gen(v->conf.state) || repl_state_needs_full(v->conf.state))
                 repl_state_set_consistent(v->conf.state, false);
-        struct repl_hello mine = {.size = v->conf.size,
-                                  .block_size = v->conf.block_size,
-                                  .role = REPL_ROLE_SECONDARY,
-                                  .gen = repl_state_gen(v->conf.state),
-                                  .shared_gen = repl_state_shared_gen(v->conf.state)};
-        snprintf(mine.id, sizeof(mine.id), "%s", v->id);
         uint8_t buf[REPL_HELLO_LEN];
-        repl_hello_encode(&mine, buf);
+        my_hello(v, buf);
         log_info("%s: paired with the primary at %s", v->name, c->addr);
         reply(c, REPL_HELLO_REPLY, c->h.msg_id, REPL_OK, buf, sizeof(buf));
 }
@@ -222,6 +263,9 @@ static void on_synced(struct sconn *c)
 {
         struct svol *v = c->vol;
         repl_state_set(v->conf.state, REPL_ROLE_SECONDARY, v->primary_gen, v->primary_gen);
+        /* This side now holds the primary's data: what it recorded as a primary is void. */
+        repl_state_clear_all(v->conf.state);
+        repl_state_set_needs_full(v->conf.state, false);
         repl_state_set_consistent(v->conf.state, true);
         log_info("%s: in sync with the primary at %s", v->name, c->addr);
         reply(c, REPL_REPLY, c->h.msg_id, REPL_OK, NULL, 0);
@@ -312,7 +356,8 @@ static void on_write(struct sconn *c)
                                      .priv = sio,
                                      .seq = local_seq(c, h->seq),
                                      .fua = (h->flags & REPL_F_STABLE) != 0,
-                                     .cmd_bytes = len};
+                                     .cmd_bytes = len,
+                                     .replica = true};
         c->refs++;
         volume_submit(v->conf.volume, &sio->io);
 }
@@ -630,11 +675,11 @@ static void promote_on_reactor(void *arg)
                 conn_close(v->bound, "promoted");
         /* A new generation: a primary that comes back sees this side went on without it. */
         a->rc = repl_state_set(st, REPL_ROLE_PRIMARY, repl_state_new_gen(), repl_state_gen(st));
-        if (a->rc == 0) {
-                atomic_store(v->conf.standby, false);
-                log_warn("%s: promoted to primary%s; it serves initiators now", v->name,
+        if (a->rc == 0)
+                a->rc = repl_state_set_needs_full(st, false);
+        if (a->rc == 0)
+                log_warn("%s: promoted to primary%s", v->name,
                          repl_state_consistent(st) ? "" : " (forced, in the middle of a resync)");
-        }
 }
 
 int repl_server_promote(struct repl_server *s, const char *id, bool force)

@@ -7,7 +7,6 @@
 #define ISERGW_REPL_SERVER_H
 
 #include <jansson.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -23,7 +22,6 @@ struct repl_server_volume {
         struct repl_state *state;
         uint64_t size;
         uint32_t block_size;
-        atomic_bool *standby; /* the LUN refuses initiators while this side is secondary */
 };
 
 /* Binds addr:port (the reactor must be running); repl_server_listen() starts accepting. NULL
@@ -36,8 +34,9 @@ int repl_server_listen(struct repl_server *s);
 void repl_server_stop(struct repl_server *s);
 void repl_server_destroy(struct repl_server *s);
 
-/* Promotes the volume named id: its LUN serves initiators, peer writes are refused from now
- * on. -EBUSY if it is in the middle of a resync (inconsistent) and !force; -ENOENT. */
+/* Promotes the volume named id: its role becomes primary (a new generation), peer writes are
+ * refused from now on; the caller then lets its LUN serve. 0 also if it was primary already;
+ * -EBUSY if it is in the middle of a resync (inconsistent) and !force; -ENOENT. */
 int repl_server_promote(struct repl_server *s, const char *id, bool force);
 /* The status entry of volume id (NULL if unknown). Any thread. */
 json_t *repl_server_json(struct repl_server *s, const char *id);

@@ -3,8 +3,9 @@
 #include "repl/state.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #define STATE_VERSION      1u
 #define BITMAP_OFFSET      4096u
 #define STATE_INCONSISTENT 1u /* a secondary in the middle of a resync */
+#define STATE_NEEDS_FULL   2u /* a primary demoted without a clean handover */
 
 struct repl_state {
         int fd;
@@ -27,7 +29,7 @@ struct repl_state {
         pthread_mutex_t lock;
         uint32_t role;
         uint64_t gen, shared_gen;
-        uint32_t flags; /* STATE_INCONSISTENT */
+        uint32_t flags; /* STATE_* */
         uint32_t granularity;
         uint64_t regions;
         uint64_t *bits;
@@ -199,25 +201,54 @@ uint64_t repl_state_regions(const struct repl_state *s)
         return s->regions;
 }
 
+/* Sets the bits of words [first, last] given by bit_of(i) and persists the words that changed.
+ * Under the lock. */
+static int set_bits(struct repl_state *s, size_t first, size_t last,
+                    uint64_t (*bit_of)(size_t word, const void *arg), const void *arg)
+{
+        size_t lo = SIZE_MAX, hi = 0;
+        for (size_t i = first; i <= last; i++) {
+                uint64_t add = bit_of(i, arg) & ~s->bits[i];
+                if (!add)
+                        continue;
+                s->bits[i] |= add;
+                s->count += (uint64_t)__builtin_popcountll(add);
+                lo = i < lo ? i : lo;
+                hi = i;
+        }
+        return lo <= hi ? persist(s, lo, hi) : 0;
+}
+
+struct range {
+        uint64_t first, last; /* regions */
+};
+
+static uint64_t range_bits(size_t word, const void *arg)
+{
+        const struct range *r = arg;
+        uint64_t lo = word * 64, hi = lo + 63;
+        if (r->last < lo || r->first > hi)
+                return 0;
+        uint64_t from = r->first > lo ? r->first - lo : 0;
+        uint64_t to = r->last < hi ? r->last - lo : 63;
+        uint64_t upto = to == 63 ? ~0ull : (1ull << (to + 1)) - 1;
+        return upto & ~((1ull << from) - 1);
+}
+
+static uint64_t given_bits(size_t word, const void *arg)
+{
+        return ((const uint64_t *)arg)[word];
+}
+
 int repl_state_mark(struct repl_state *s, uint64_t offset, uint64_t length)
 {
         if (!length)
                 return 0;
-        uint64_t first = offset / s->granularity;
-        uint64_t last = (offset + length - 1) / s->granularity;
-        if (last >= s->regions)
-                last = s->regions - 1;
+        struct range r = {offset / s->granularity, (offset + length - 1) / s->granularity};
+        if (r.last >= s->regions)
+                r.last = s->regions - 1;
         pthread_mutex_lock(&s->lock);
-        bool changed = false;
-        for (uint64_t r = first; r <= last; r++) {
-                uint64_t bit = 1ull << (r % 64);
-                if (!(s->bits[r / 64] & bit)) {
-                        s->bits[r / 64] |= bit;
-                        s->count++;
-                        changed = true;
-                }
-        }
-        int rc = changed ? persist(s, first / 64, last / 64) : 0;
+        int rc = set_bits(s, r.first / 64, r.last / 64, range_bits, &r);
         pthread_mutex_unlock(&s->lock);
         return rc;
 }
@@ -225,16 +256,7 @@ int repl_state_mark(struct repl_state *s, uint64_t offset, uint64_t length)
 int repl_state_mark_bits(struct repl_state *s, const uint64_t *bits)
 {
         pthread_mutex_lock(&s->lock);
-        bool changed = false;
-        for (size_t i = 0; i < s->words; i++) {
-                uint64_t add = bits[i] & ~s->bits[i];
-                if (add) {
-                        s->bits[i] |= add;
-                        s->count += (uint64_t)__builtin_popcountll(add);
-                        changed = true;
-                }
-        }
-        int rc = changed ? persist(s, 0, s->words - 1) : 0;
+        int rc = set_bits(s, 0, s->words - 1, given_bits, bits);
         pthread_mutex_unlock(&s->lock);
         return rc;
 }
@@ -273,6 +295,16 @@ void repl_state_clear(struct repl_state *s, uint64_t r)
         pthread_mutex_unlock(&s->lock);
 }
 
+int repl_state_clear_all(struct repl_state *s)
+{
+        pthread_mutex_lock(&s->lock);
+        memset(s->bits, 0, s->words * sizeof(uint64_t));
+        s->count = 0;
+        int rc = persist(s, 0, s->words - 1);
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
 int repl_state_flush(struct repl_state *s)
 {
         pthread_mutex_lock(&s->lock);
@@ -289,21 +321,67 @@ uint64_t repl_state_count(struct repl_state *s)
         return n;
 }
 
-bool repl_state_consistent(struct repl_state *s)
+static bool get_flag(struct repl_state *s, uint32_t flag)
 {
         pthread_mutex_lock(&s->lock);
-        bool ok = !(s->flags & STATE_INCONSISTENT);
+        bool set = (s->flags & flag) != 0;
         pthread_mutex_unlock(&s->lock);
-        return ok;
+        return set;
 }
 
-int repl_state_set_consistent(struct repl_state *s, bool consistent)
+static int set_flag(struct repl_state *s, uint32_t flag, bool on)
 {
         pthread_mutex_lock(&s->lock);
-        s->flags = consistent ? s->flags & ~STATE_INCONSISTENT : s->flags | STATE_INCONSISTENT;
+        s->flags = on ? s->flags | flag : s->flags & ~flag;
         int rc = write_header(s);
         if (rc == 0 && fdatasync(s->fd) < 0)
                 rc = -errno;
         pthread_mutex_unlock(&s->lock);
         return rc;
+}
+
+bool repl_state_consistent(struct repl_state *s)
+{
+        return !get_flag(s, STATE_INCONSISTENT);
+}
+
+int repl_state_set_consistent(struct repl_state *s, bool consistent)
+{
+        return set_flag(s, STATE_INCONSISTENT, !consistent);
+}
+
+bool repl_state_needs_full(struct repl_state *s)
+{
+        return get_flag(s, STATE_NEEDS_FULL);
+}
+
+int repl_state_set_needs_full(struct repl_state *s, bool needs_full)
+{
+        return set_flag(s, STATE_NEEDS_FULL, needs_full);
+}
+
+int repl_state_diverge(struct repl_state *s)
+{
+        pthread_mutex_lock(&s->lock);
+        int rc = 0;
+        if (s->gen == s->shared_gen) {
+                s->gen = repl_state_new_gen();
+                rc = write_header(s);
+                if (rc == 0 && fdatasync(s->fd) < 0)
+                        rc = -errno;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
+enum repl_gen_relation repl_gen_relation(uint64_t gen, uint64_t shared, uint64_t peer_gen,
+                                         uint64_t peer_shared)
+{
+        if (peer_gen == gen)
+                return REPL_GEN_SAME;
+        if (peer_gen == shared)
+                return REPL_GEN_PEER_BEHIND;
+        if (peer_shared == gen)
+                return REPL_GEN_PEER_AHEAD;
+        return REPL_GEN_DIVERGED;
 }

@@ -29,6 +29,27 @@ uint64_t repl_state_new_gen(void);
  * completes: inconsistent (not to be promoted without force). Persisted. */
 bool repl_state_consistent(struct repl_state *s);
 int repl_state_set_consistent(struct repl_state *s, bool consistent);
+/* A primary demoted without a clean handover (it was not synchronized, or it had crashed) may
+ * hold writes beyond its generation that no initiator saw acknowledged but the peer never
+ * got: the primary that pairs with it next must copy every region. Persisted; cleared at
+ * SYNCED and by a promote. */
+bool repl_state_needs_full(struct repl_state *s);
+int repl_state_set_needs_full(struct repl_state *s, bool needs_full);
+/* This side is about to hold a write the peer lacks: if it still names the shared data
+ * (gen == shared_gen), it takes a new generation first. Persisted; 0 or -errno. */
+int repl_state_diverge(struct repl_state *s);
+
+/* How the peer's data relates to this side's, from both sides' generations: the same data; the
+ * peer's is what both last shared and this side went on (the peer is behind); the other way
+ * round (the peer is ahead); or both went on apart (split brain). */
+enum repl_gen_relation {
+        REPL_GEN_SAME,
+        REPL_GEN_PEER_BEHIND,
+        REPL_GEN_PEER_AHEAD,
+        REPL_GEN_DIVERGED,
+};
+enum repl_gen_relation repl_gen_relation(uint64_t gen, uint64_t shared, uint64_t peer_gen,
+                                         uint64_t peer_shared);
 
 uint32_t repl_state_granularity(const struct repl_state *s);
 uint64_t repl_state_regions(const struct repl_state *s);
@@ -42,6 +63,9 @@ int repl_state_mark_bits(struct repl_state *s, const uint64_t *bits);
 int64_t repl_state_next(struct repl_state *s, uint64_t from);
 /* Clears region r (in memory; persisted by the next repl_state_flush or mark). */
 void repl_state_clear(struct repl_state *s, uint64_t r);
+/* Clears every region and persists (a secondary in sync: what it recorded as a primary is
+ * void). 0 or -errno. */
+int repl_state_clear_all(struct repl_state *s);
 int repl_state_flush(struct repl_state *s);
 uint64_t repl_state_count(struct repl_state *s);
 

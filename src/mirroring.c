@@ -18,29 +18,13 @@ static bool mirrored(const struct daemon_lun *l)
         return l->conf->mirror_role != NULL;
 }
 
-static int split_hostport(const char *hp, char *host, size_t hostlen, uint16_t *port)
-{
-        const char *colon = strrchr(hp, ':');
-        if (!colon)
-                return -1;
-        const char *h = hp, *e = colon;
-        if (*h == '[' && e > h && e[-1] == ']')
-                h++, e--;
-        if ((size_t)(e - h) >= hostlen)
-                return -1;
-        memcpy(host, h, (size_t)(e - h));
-        host[e - h] = 0;
-        *port = (uint16_t)strtoul(colon + 1, NULL, 10);
-        return 0;
-}
-
 static int start_server(struct daemon *d)
 {
-        char host[64];
-        uint16_t port;
-        if (split_hostport(d->cfg->mirror_listen, host, sizeof(host), &port) < 0)
+        char host[64], port[8];
+        if (repl_split_hostport(d->cfg->mirror_listen, host, sizeof(host), port) < 0)
                 return -1;
-        d->repl_server = repl_server_create(d->reactors[0], host, port);
+        d->repl_server =
+            repl_server_create(d->reactors[0], host, (uint16_t)strtoul(port, NULL, 10));
         return d->repl_server ? 0 : -1;
 }
 
@@ -75,10 +59,13 @@ static int open_state(struct daemon *d, struct daemon_lun *l)
         return 0;
 }
 
-static int start_primary(struct daemon *d, struct daemon_lun *l)
+/* The mirror of a LUN that names its peer, whatever its role: a secondary's stands by until
+ * a promote activates it (reverse mirroring, docs/replication.md). */
+static int start_mirror(struct daemon *d, struct daemon_lun *l)
 {
         if (!l->conf->mirror_peer) {
-                log_warn("%s: primary without mirror_peer: not mirrored", l->name);
+                if (repl_state_role(l->mirror_state) == REPL_ROLE_PRIMARY)
+                        log_warn("%s: primary without mirror_peer: not mirrored", l->name);
                 return 0;
         }
         struct mirror_conf mc = {.name = l->name,
@@ -109,8 +96,7 @@ static int open_lun_mirror(struct daemon *d, struct daemon_lun *l)
                                                 .volume = l->volume,
                                                 .state = l->mirror_state,
                                                 .size = volume_size(l->volume),
-                                                .block_size = l->conf->block_size,
-                                                .standby = &l->scsi.standby};
+                                                .block_size = l->conf->block_size};
                 if (repl_server_add(d->repl_server, &sv) < 0)
                         return -1;
         }
@@ -122,9 +108,8 @@ static int open_lun_mirror(struct daemon *d, struct daemon_lun *l)
                 atomic_store(&l->scsi.standby, true);
                 log_info("%s: mirror secondary of '%s': standby until promoted", l->name,
                          l->mirror_id);
-                return 0;
         }
-        return start_primary(d, l);
+        return start_mirror(d, l);
 }
 
 int daemon_mirror_open(struct daemon *d)
@@ -160,7 +145,7 @@ void daemon_mirror_destroy(struct daemon *d)
 static json_t *lun_entry(struct daemon *d, struct daemon_lun *l)
 {
         json_t *e = NULL;
-        if (l->mirror)
+        if (l->mirror && repl_state_role(l->mirror_state) == REPL_ROLE_PRIMARY)
                 e = mirror_json(l->mirror);
         else if (d->repl_server)
                 e = repl_server_json(d->repl_server, l->mirror_id);
@@ -196,6 +181,15 @@ static int promote(struct daemon *d, struct daemon_lun *l, const json_t *args, c
                 return -1;
         }
         int rc = repl_server_promote(d->repl_server, l->mirror_id, flag(args, "force"));
+        /* Mirroring first, then initiators: no write the peer should get passes unrecorded. */
+        if (rc == 0 && l->mirror)
+                rc = mirror_activate(l->mirror);
+        if (rc == 0) {
+                atomic_store(&l->scsi.standby, false);
+                log_warn("%s: serves initiators now%s", l->name,
+                         l->mirror ? "; mirrored to its peer once it is reachable and secondary"
+                                   : " (no mirror_peer: unmirrored)");
+        }
         if (rc == -EBUSY)
                 snprintf(err, errlen,
                          "%s: in the middle of a resync, its data is inconsistent; promote with "
@@ -207,7 +201,10 @@ static int promote(struct daemon *d, struct daemon_lun *l, const json_t *args, c
 }
 
 /* The primary steps down: it stops serving initiators and mirroring, and takes the other
- * side's writes from now on (a full copy when that side re-establishes). */
+ * side's writes from now on. A clean handover (synchronized, the peer flushed everything)
+ * leaves both sides naming the same data, so a promote of the peer resyncs only what it
+ * writes; otherwise this side may hold writes the peer never got, and the peer's next pairing
+ * copies every region (docs/replication.md, "Failover and switchover"). */
 static int demote(struct daemon *d, struct daemon_lun *l, char *err, size_t errlen)
 {
         if (repl_state_role(l->mirror_state) != REPL_ROLE_PRIMARY) {
@@ -219,18 +216,27 @@ static int demote(struct daemon *d, struct daemon_lun *l, char *err, size_t errl
                 return -1;
         }
         atomic_store(&l->scsi.standby, true);
-        if (l->mirror)
-                mirror_sever(l->mirror);
         int rc = daemon_flush_lun(d, l, 60, false);
+        if (rc < 0) {
+                atomic_store(&l->scsi.standby, false);
+                snprintf(err, errlen, "%s: demote failed, still primary: flush: %s", l->name,
+                         strerror(-rc));
+                return -1;
+        }
+        int clean = l->mirror ? mirror_step_down(l->mirror, 2 * d->cfg->mirror_timeout_ms) : 0;
+        struct repl_state *st = l->mirror_state;
+        rc = clean < 0 ? clean
+                       : repl_state_set(st, REPL_ROLE_SECONDARY, repl_state_gen(st),
+                                        repl_state_shared_gen(st));
         if (rc == 0)
-                rc = repl_state_set(l->mirror_state, REPL_ROLE_SECONDARY,
-                                    repl_state_gen(l->mirror_state),
-                                    repl_state_shared_gen(l->mirror_state));
+                rc = repl_state_set_needs_full(st, clean != 1);
         if (rc < 0) {
                 snprintf(err, errlen, "%s: demote failed: %s", l->name, strerror(-rc));
                 return -1;
         }
-        log_warn("%s: demoted to secondary: standby, waiting for a primary", l->name);
+        log_warn("%s: demoted to secondary: standby, waiting for a primary (%s)", l->name,
+                 clean == 1 ? "clean handover: the peer holds everything"
+                            : "its next pairing copies every region");
         return 0;
 }
 
@@ -246,7 +252,7 @@ int daemon_mirror_operate(struct daemon *d, struct daemon_lun *l, const char *op
                 rc = promote(d, l, args, err, errlen);
         } else if (strcmp(op, "mirror-demote") == 0) {
                 rc = demote(d, l, err, errlen);
-        } else if (!l->mirror) {
+        } else if (!l->mirror || repl_state_role(l->mirror_state) != REPL_ROLE_PRIMARY) {
                 snprintf(err, errlen, "%s: %s is for a primary with a mirror_peer", l->name, op);
                 return -1;
         } else if (strcmp(op, "mirror-sever") == 0) {
