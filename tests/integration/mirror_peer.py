@@ -4,6 +4,12 @@ what a primary must not (docs/replication.md, "Bad input"), checking each answer
 
   mirror_peer.py bad-input --port P --id MIRROR_ID --size BYTES
 Prints one line per case; exit 0 if every case got the expected answer.
+
+  mirror_peer.py own-clean-line --port P --id MIRROR_ID --size BYTES --line BYTES
+Pairs like a primary and writes line 0, flushes (so line 0 is the secondary's only clean
+line), then writes lines 0 and 1 at once: the spare line for line 1 evicts line 0, which then
+needs a spare too. Exit 0 if every write and flush is acknowledged (the last write's bytes
+are 0xa5: the test reads them back from the secondary's image).
 """
 import argparse
 import socket
@@ -13,7 +19,7 @@ import sys
 from iscsi_raw import crc32c
 
 MAGIC, VERSION, HDR = 0x4D574749, 1, 64
-HELLO, HELLO_REPLY, WRITE, REPLY, PING, PONG = 1, 2, 3, 7, 8, 9
+HELLO, HELLO_REPLY, WRITE, FLUSH, REPLY, PING, PONG = 1, 2, 3, 6, 7, 8, 9
 OK, UNKNOWN_VOLUME, SIZE_MISMATCH, CHECKSUM, RANGE, VERSION_ERR, NOT_PAIRED = 0, 1, 2, 3, 6, 8, 11
 PRIMARY = 1
 
@@ -158,13 +164,39 @@ def bad_input(a):
     return 1 if failures else 0
 
 
+def own_clean_line(a):
+    key = volume_key(a.id)
+    s = connect(a.port)
+    s.settimeout(30)
+    p = hello_payload(a.id, a.size)
+    s.sendall(header(HELLO, 1, volume=key, length=len(p), payload=p) + p)
+    r = read_reply(s)
+    if r is None or r[0] != HELLO_REPLY or r[2] != OK:
+        print("FAIL - HELLO: %s" % (r,))
+        return 1
+    steps = [(WRITE, 0, b"\x5a" * a.line), (FLUSH, 0, b""), (WRITE, 0, b"\xa5" * (2 * a.line)),
+             (FLUSH, 0, b"")]
+    for i, (typ, offset, data) in enumerate(steps):
+        s.sendall(header(typ, 10 + i, volume=key, offset=offset, length=len(data), seq=1 + i,
+                         payload=data) + data)
+        r = read_reply(s)
+        if r is None or r[0] != REPLY or r[1] != 10 + i or r[2] != OK:
+            print("FAIL - step %d (type %d): %s" % (i, typ, r))
+            return 1
+    s.close()
+    print("ok - a write over the secondary's only clean line and one more was acknowledged")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["bad-input"])
+    ap.add_argument("mode", choices=["bad-input", "own-clean-line"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--id", required=True)
     ap.add_argument("--size", type=int, required=True)
-    return bad_input(ap.parse_args())
+    ap.add_argument("--line", type=int, default=32768)
+    a = ap.parse_args()
+    return bad_input(a) if a.mode == "bad-input" else own_clean_line(a)
 
 
 if __name__ == "__main__":
