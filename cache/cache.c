@@ -768,15 +768,11 @@ static void add_waiter(struct volume *v, struct volume_io *io, uint64_t first, u
         v->waiters = w;
 }
 
-/* Under the lock, on reactor 'here' (io's own, or the destager's when a queued write is
- * retried): I/O is queued and completions deferred from here. */
-static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq, struct reactor *here)
+/* Under the lock: how many spare lines committing io needs now. */
+static unsigned spares_needed(struct volume *v, const struct volume_io *io)
 {
         struct cache *c = v->cache;
-        uint8_t *spares[CACHE_MAX_SPARES];
-        unsigned nspares = 0, need = 0;
-        uint64_t first = io->offset / c->line_size;
-        uint64_t last = (io->offset + io->length - 1) / c->line_size;
+        unsigned need = 0;
         for (uint64_t pos = 0; pos < io->length;) {
                 uint64_t off = io->offset + pos;
                 uint32_t lo = (uint32_t)(off % c->line_size);
@@ -784,20 +780,52 @@ static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq, s
                 need += needs_spare(v, io, off / c->line_size, lo, n);
                 pos += n;
         }
-        while (nspares < need && nspares < sizeof(spares) / sizeof(spares[0]) &&
-               (spares[nspares] = get_line(c, NULL)))
-                nspares++;
-        if (need > CACHE_MAX_SPARES) {
+        return need;
+}
+
+/* Under the lock: takes the spare lines io needs into spares[] (*n of them). Taking one may
+ * evict a clean line of io's own range, whose part then needs a spare as well: so the need
+ * is counted again until the lines taken cover it. 1: done; 0: the pool is short now (the
+ * lines taken stay in spares[]); -1: more than CACHE_MAX_SPARES. */
+static int take_spares(struct volume *v, const struct volume_io *io, uint8_t **spares, unsigned *n)
+{
+        for (;;) {
+                unsigned need = spares_needed(v, io);
+                if (need > CACHE_MAX_SPARES)
+                        return -1;
+                if (*n >= need)
+                        return 1;
+                while (*n < need) {
+                        if (!(spares[*n] = get_line(v->cache, NULL)))
+                                return 0;
+                        (*n)++;
+                }
+        }
+}
+
+/* Under the lock, on reactor 'here' (io's own, or the destager's when a queued write is
+ * retried): I/O is queued and completions deferred from here. */
+static void write_commit(struct volume *v, struct volume_io *io, uint32_t seq, struct reactor *here)
+{
+        struct cache *c = v->cache;
+        uint8_t *spares[CACHE_MAX_SPARES];
+        unsigned nspares = 0;
+        uint64_t first = io->offset / c->line_size;
+        uint64_t last = (io->offset + io->length - 1) / c->line_size;
+        int took = take_spares(v, io, spares, &nspares);
+        if (took <= 0) {
+                for (unsigned i = 0; i < nspares; i++)
+                        line_pool_put(c->pool, spares[i]);
+        }
+        if (took < 0) {
                 log_err("%s: a %llu-byte write needs more spare lines than %d", v->conf.name,
                         (unsigned long long)io->length, CACHE_MAX_SPARES);
                 complete_io(io, -EINVAL, here);
                 return;
         }
-        if (nspares < need) {
-                /* No line to put it in now: wait for the destager (emulated commands only:
-                 * media writes bring their own line). */
-                for (unsigned i = 0; i < nspares; i++)
-                        line_pool_put(c->pool, spares[i]);
+        if (took == 0) {
+                /* No line to put it in now: wait for the destager (writes without a line of
+                 * their own: emulated commands and a mirror secondary's writes). */
                 io_state(io)->seq = seq;
                 io_state(io)->next_pending = v->pending;
                 v->pending = io;

@@ -22,9 +22,10 @@
 #include "src/log.h"
 #include "src/reactor.h"
 
-#define MAX_VOLUMES 64
-#define SEQ_RESERVE (1u << 26) /* tickets reserved per pairing: the primary's are mapped in */
-#define SEQ_MARGIN  (1u << 24)
+#define MAX_VOLUMES  64
+#define SEQ_RESERVE  (1u << 26) /* tickets reserved per pairing: the primary's are mapped in */
+#define SEQ_MARGIN   (1u << 24)
+#define STOP_WAIT_NS (30 * 1000000000ull) /* at exit, for the peer writes under way */
 
 struct svol {
         struct repl_server_volume conf;
@@ -70,6 +71,7 @@ struct repl_server {
         struct svol vols[MAX_VOLUMES];
         unsigned nvols;
         bool stopping;
+        unsigned ios; /* peer writes and flushes submitted to the volumes, not yet done */
 };
 
 /* I/O of a peer write on the local volume. */
@@ -290,6 +292,7 @@ static void sio_done(struct volume_io *io, int result)
         reply(c, REPL_REPLY, sio->msg_id, result == 0 ? REPL_OK : REPL_E_DEVICE_FAULT, NULL, 0);
         free(sio->payload);
         free(sio);
+        c->s->ios--;
         conn_put(c);
 }
 
@@ -359,6 +362,7 @@ static void on_write(struct sconn *c)
                                      .cmd_bytes = len,
                                      .replica = true};
         c->refs++;
+        c->s->ios++;
         volume_submit(v->conf.volume, &sio->io);
 }
 
@@ -381,6 +385,7 @@ static void on_flush(struct sconn *c)
         sio->io = (struct volume_io){
             .op = VOLUME_FLUSH, .reactor = c->s->r, .done = sio_done, .priv = sio};
         c->refs++;
+        c->s->ios++;
         volume_submit(c->vol->conf.volume, &sio->io);
 }
 
@@ -629,10 +634,38 @@ static void stop_on_reactor(void *arg)
                         conn_close(s->vols[i].bound, "gateway stopping");
 }
 
+struct ios_arg {
+        struct repl_server *s;
+        unsigned ios;
+};
+
+static void count_ios(void *arg)
+{
+        struct ios_arg *a = arg;
+        a->ios = a->s->ios;
+}
+
+/* Until the peer writes already submitted are done (a write waiting for a line lands only
+ * once the destager frees one): the daemon's final flush must come after the last of them. */
+static void wait_ios(struct repl_server *s)
+{
+        uint64_t deadline = reactor_now_ns() + STOP_WAIT_NS;
+        struct ios_arg a = {s, 0};
+        while (reactor_call_sync(s->r, count_ios, &a) == 0 && a.ios) {
+                if (reactor_now_ns() > deadline) {
+                        log_err("mirror: %u peer writes still running at exit", a.ios);
+                        return;
+                }
+                usleep(10000);
+        }
+}
+
 void repl_server_stop(struct repl_server *s)
 {
-        if (s && s->fd >= 0)
-                reactor_call_sync(s->r, stop_on_reactor, s);
+        if (!s || s->fd < 0)
+                return;
+        reactor_call_sync(s->r, stop_on_reactor, s);
+        wait_ios(s);
 }
 
 void repl_server_destroy(struct repl_server *s)

@@ -25,7 +25,7 @@ node_config() {
 var_dir = $TMP/$n-var
 status_socket = ${SOCK[$n]}
 reactors = 2
-pool_size = 64M
+pool_size = ${POOL:-64M}
 mirror_listen = 127.0.0.1:${MPORT[$n]}
 mirror_timeout_ms = 2000
 $extra

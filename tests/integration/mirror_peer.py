@@ -4,6 +4,16 @@ what a primary must not (docs/replication.md, "Bad input"), checking each answer
 
   mirror_peer.py bad-input --port P --id MIRROR_ID --size BYTES
 Prints one line per case; exit 0 if every case got the expected answer.
+
+  mirror_peer.py own-clean-line --port P --id MIRROR_ID --size BYTES --line BYTES
+Pairs like a primary and writes line 0, flushes (so line 0 is the secondary's only clean
+line), then writes lines 0 and 1 at once: the spare line for line 1 evicts line 0, which then
+needs a spare too. Exit 0 if every write and flush is acknowledged (the last write's bytes
+are 0xa5: the test reads them back from the secondary's image).
+
+  mirror_peer.py flood --port P --id MIRROR_ID --size BYTES --count N
+Pairs and sends N writes of 1 MiB without waiting for the answers, prints "sent", then keeps
+the connection open until the secondary closes it (the test stops the secondary meanwhile).
 """
 import argparse
 import socket
@@ -13,7 +23,7 @@ import sys
 from iscsi_raw import crc32c
 
 MAGIC, VERSION, HDR = 0x4D574749, 1, 64
-HELLO, HELLO_REPLY, WRITE, REPLY, PING, PONG = 1, 2, 3, 7, 8, 9
+HELLO, HELLO_REPLY, WRITE, FLUSH, REPLY, PING, PONG = 1, 2, 3, 6, 7, 8, 9
 OK, UNKNOWN_VOLUME, SIZE_MISMATCH, CHECKSUM, RANGE, VERSION_ERR, NOT_PAIRED = 0, 1, 2, 3, 6, 8, 11
 PRIMARY = 1
 
@@ -158,13 +168,64 @@ def bad_input(a):
     return 1 if failures else 0
 
 
+def own_clean_line(a):
+    key = volume_key(a.id)
+    s = connect(a.port)
+    s.settimeout(30)
+    p = hello_payload(a.id, a.size)
+    s.sendall(header(HELLO, 1, volume=key, length=len(p), payload=p) + p)
+    r = read_reply(s)
+    if r is None or r[0] != HELLO_REPLY or r[2] != OK:
+        print("FAIL - HELLO: %s" % (r,))
+        return 1
+    steps = [(WRITE, 0, b"\x5a" * a.line), (FLUSH, 0, b""), (WRITE, 0, b"\xa5" * (2 * a.line)),
+             (FLUSH, 0, b"")]
+    for i, (typ, offset, data) in enumerate(steps):
+        s.sendall(header(typ, 10 + i, volume=key, offset=offset, length=len(data), seq=1 + i,
+                         payload=data) + data)
+        r = read_reply(s)
+        if r is None or r[0] != REPLY or r[1] != 10 + i or r[2] != OK:
+            print("FAIL - step %d (type %d): %s" % (i, typ, r))
+            return 1
+    s.close()
+    print("ok - a write over the secondary's only clean line and one more was acknowledged")
+    return 0
+
+
+def flood(a):
+    key = volume_key(a.id)
+    s = connect(a.port)
+    s.settimeout(60)
+    p = hello_payload(a.id, a.size)
+    s.sendall(header(HELLO, 1, volume=key, length=len(p), payload=p) + p)
+    r = read_reply(s)
+    if r is None or r[0] != HELLO_REPLY or r[2] != OK:
+        print("FAIL - HELLO: %s" % (r,))
+        return 1
+    try:
+        for i in range(a.count):
+            data = bytes([i & 0xFF]) * (1 << 20)
+            offset = (i << 20) % a.size
+            s.sendall(header(WRITE, 10 + i, volume=key, offset=offset, length=len(data),
+                             seq=1 + i, payload=data) + data)
+        print("sent", flush=True)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["bad-input"])
+    ap.add_argument("mode", choices=["bad-input", "own-clean-line", "flood"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--id", required=True)
     ap.add_argument("--size", type=int, required=True)
-    return bad_input(ap.parse_args())
+    ap.add_argument("--line", type=int, default=32768)
+    ap.add_argument("--count", type=int, default=64)
+    a = ap.parse_args()
+    return {"bad-input": bad_input, "own-clean-line": own_clean_line, "flood": flood}[a.mode](a)
 
 
 if __name__ == "__main__":
