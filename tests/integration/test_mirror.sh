@@ -50,11 +50,17 @@ fresh_pair
 wait_state p synchronized
 [ "$(mstat p resync_copied_regions)" -ge 256 ] || fail "first pairing copied $(mstat p resync_copied_regions) regions, not all 256"
 "$BIN/iscsi_pattern" --count 100 --max-size 1M --initiator-name "$INI1" "iscsi://127.0.0.1:${PORT[p]}/$IQN/0" | tail -1
+# Seed 7 writes two 16 MiB commands, more than one peer message carries (4 MiB): they reach
+# the mirror line by line (the DPT path), so none is acknowledged without the peer.
+"$BIN/iscsi_pattern" --count 6 --max-size 16M --seed 7 --initiator-name "$INI1" \
+	"iscsi://127.0.0.1:${PORT[p]}/$IQN/0" | tail -1
+[ "$(mstat p degraded_writes)" = 0 ] ||
+	fail "$(mstat p degraded_writes) writes acknowledged without the peer while synchronized"
 if iscsi-inq "iscsi://127.0.0.1:${PORT[s]}/$IQN/0" >/dev/null 2>&1; then
 	fail "the secondary served an initiator while standby"
 fi
 same_images || fail "backends differ after mirrored writes"
-echo "ok - paired (256 regions copied), $(mstat p mirrored_writes) writes mirrored, backends identical"
+echo "ok - paired (256 regions copied), $(mstat p mirrored_writes) writes mirrored (16 MiB ones too), backends identical"
 
 echo "-- 1b. strict mode: acknowledged once on the secondary's backend"
 LUN_EXTRA="mirror_strict = yes" fresh_pair
