@@ -292,9 +292,13 @@ static enum scsi_cmd_state decode(struct scsi_cmd *cmd)
                 return SCSI_CMD_COMPLETE;
         if (cmd->lun && !scsi_medium_check(cmd))
                 return SCSI_CMD_COMPLETE;
-        if (cmd->lun && (op->flags & SCSI_OP_MEDIUM) &&
-            atomic_load_explicit(&cmd->lun->standby, memory_order_relaxed))
-                return scsi_fail(cmd, SK_NOT_READY, ASC_LU_NOT_ACCESSIBLE_STANDBY);
+        if (cmd->lun && (op->flags & SCSI_OP_MEDIUM)) {
+                int access = atomic_load_explicit(&cmd->lun->access, memory_order_relaxed);
+                if (access == SCSI_LU_STANDBY)
+                        return scsi_fail(cmd, SK_NOT_READY, ASC_LU_NOT_ACCESSIBLE_STANDBY);
+                if (access == SCSI_LU_BECOMING_READY)
+                        return scsi_fail(cmd, SK_NOT_READY, ASC_LU_BECOMING_READY);
+        }
         return op->prepare(cmd);
 }
 

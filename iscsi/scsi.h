@@ -85,6 +85,21 @@ struct scsi_pr_reg {
 /* One logical unit as the SCSI layer describes it. Built by the config/target code, which
  * must zero-initialise it (the private part needs no other set-up). Everything but the
  * private part is read-only once commands run. */
+/* Whether a LUN's commands that need the medium run (struct scsi_lun .access). The other
+ * commands (INQUIRY, REPORT LUNS...) always do. */
+enum scsi_lu_access {
+        SCSI_LU_READY = 0,
+        /* A mirror primary starting, until it knows whether its peer was promoted meanwhile
+         * (docs/replication.md, "Start-up"): NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING
+         * READY, which initiators retry on the same path. Lasts about a second, at most
+         * mirror_startup_wait_ms. */
+        SCSI_LU_BECOMING_READY,
+        /* A mirror secondary, or a primary that must not serve: NOT READY, LOGICAL UNIT NOT
+         * ACCESSIBLE, TARGET PORT IN STANDBY STATE (a multipath initiator fails the path and
+         * uses another at once). */
+        SCSI_LU_STANDBY,
+};
+
 struct scsi_lun {
         uint64_t lun;        /* LUN number */
         uint32_t block_size; /* 512 or 4096 */
@@ -107,9 +122,9 @@ struct scsi_lun {
         bool removable;           /* RMB: the medium can be ejected and loaded */
         uint32_t max_xfer_blocks; /* Block Limits VPD MAXIMUM TRANSFER LENGTH; 0: no limit */
 
-        /* A mirror secondary (repl/): commands that need the medium fail with NOT READY,
-         * TARGET PORT IN STANDBY STATE until it is promoted. Any thread may set it. */
-        atomic_bool standby;
+        /* Whether commands that need the medium run (enum scsi_lu_access; mirroring, repl/).
+         * Any thread may set it. */
+        atomic_int access;
 
         /* Private to the SCSI layer. SWP of the control mode page (software write protect,
          * set by MODE SELECT; not saved). */
@@ -248,6 +263,7 @@ enum {
         ASC_INSUFFICIENT_RESOURCES = 0x5503,
         ASC_MEDIUM_NOT_PRESENT = 0x3a00,
         ASC_LU_NOT_ACCESSIBLE_STANDBY = 0x040b,
+        ASC_LU_BECOMING_READY = 0x0401,
         ASC_MEDIUM_REMOVAL_PREVENTED = 0x5302,
 };
 

@@ -47,6 +47,11 @@ static const char *const state_names[] = {
     "connecting", "establishing", "resyncing", "synchronized", "degraded",
     "severed",    "split-brain",  "refused",   "both-primary", "standby"};
 
+/* A primary's start-up hold (docs/replication.md, "Start-up"): waiting for the first
+ * pairing attempt's outcome (at most startup_wait_ms), or, once the peer answered that it is
+ * primary too, for the operator (or a pairing). */
+enum hold { HOLD_NONE, HOLD_WAITING, HOLD_OPERATOR };
+
 /* A demote's handover (mirror_step_down). */
 enum handover { HO_NONE, HO_DRAINING, HO_FLUSHING, HO_CLEAN, HO_FAILED };
 
@@ -112,6 +117,13 @@ struct mirror {
         bool stopping;
         bool force_full;
 
+        /* start-up hold; on home */
+        enum hold hold;
+        uint32_t startup_wait_ms;
+        uint64_t hold_deadline_ns;
+        void (*startup)(void *ctx, enum mirror_startup outcome);
+        void *startup_ctx;
+
         /* Regions written to the peer since its last flush (recent) and while the flush in
          * flight runs (flushing): if the link drops they are resynced, since a peer that
          * crashed may have lost what it held only in its cache. */
@@ -163,6 +175,32 @@ static void set_error(struct mirror *m, const char *fmt, ...)
         vsnprintf(m->last_error, sizeof(m->last_error), fmt, ap);
         pthread_mutex_unlock(&m->lock);
         va_end(ap);
+}
+
+/* ---------------- the start-up hold ---------------- */
+
+/* Reports an outcome of the start-up hold to the daemon, once per change: paired or alone
+ * end it (serve), stepped down ends it (standby), held keeps the LUN from serving until a
+ * pairing or the operator ends it. */
+static void startup_outcome(struct mirror *m, enum mirror_startup outcome)
+{
+        if (m->hold == HOLD_NONE || (m->hold == HOLD_OPERATOR && outcome == MIRROR_START_HELD))
+                return;
+        m->hold = outcome == MIRROR_START_HELD ? HOLD_OPERATOR : HOLD_NONE;
+        if (m->startup)
+                m->startup(m->startup_ctx, outcome);
+}
+
+/* Serving alone is for a peer that never answered, or refused the pairing: once it said it
+ * is primary, only a pairing or the operator ends the hold. */
+static void startup_alone(struct mirror *m, const char *why)
+{
+        if (m->hold != HOLD_WAITING)
+                return;
+        log_warn("%s: %s: serving without the mirror peer %s (degraded: changed regions are "
+                 "recorded for its resync)",
+                 m->name, why, m->peer);
+        startup_outcome(m, MIRROR_START_ALONE);
 }
 
 /* ---------------- completing writes ---------------- */
@@ -547,6 +585,7 @@ static void split_brain(struct mirror *m, const struct repl_hello *peer)
                   m->peer, (unsigned long long)peer->gen, (unsigned long long)repl_state_gen(m->st),
                   (unsigned long long)repl_state_shared_gen(m->st));
         log_err("%s: %s", m->name, m->last_error);
+        startup_outcome(m, MIRROR_START_HELD);
 }
 
 /* Which regions the peer needs, from both sides' generations (docs/replication.md). */
@@ -575,6 +614,38 @@ static void paired(struct mirror *m, const struct repl_hello *peer)
         set_error(m, "%s", "");
         start_resync(m, why);
         resync_step(m);
+        if (m->hold != HOLD_NONE)
+                log_info("%s: paired with %s: serving", m->name, m->peer);
+        startup_outcome(m, MIRROR_START_PAIRED);
+}
+
+/* Start-up: the peer was promoted and went on from the data this side holds, so this side
+ * holds no write the peer lacks that an initiator saw acknowledged. It becomes the peer's
+ * secondary as a demote without a clean handover does: the peer copies every region, since
+ * this side may hold writes it sent and wrote but never acknowledged before it stopped. */
+static void step_down_at_start(struct mirror *m, const struct repl_hello *peer)
+{
+        link_failed(m, "the peer was promoted");
+        int rc = repl_state_step_down(m->st, true);
+        if (rc < 0) {
+                set_state(m, MS_BOTH_PRIMARY); /* retried: the next answer tries again */
+                set_error(m, "%s was promoted; stepping down failed (%s): not serving", m->peer,
+                          strerror(-rc));
+                log_err("%s: %s", m->name, m->last_error);
+                startup_outcome(m, MIRROR_START_HELD);
+                return;
+        }
+        set_state(m, MS_STANDBY);
+        set_error(m,
+                  "stepped down at start: %s was promoted while this side was away; this side "
+                  "is its secondary and gets every region from it",
+                  m->peer);
+        log_warn("%s: STEPPED DOWN at start: the mirror peer %s was promoted while this gateway "
+                 "was away (its generation %016llx went on from ours); this side holds no "
+                 "acknowledged write it lacks, so it is its secondary now: standby, every region "
+                 "is copied from the peer (no mirror-demote needed)",
+                 m->name, m->peer, (unsigned long long)peer->gen);
+        startup_outcome(m, MIRROR_START_STEPPED_DOWN);
 }
 
 /* The peer is primary too and the data did not diverge (the peer says so with its
@@ -587,8 +658,13 @@ static void both_primary(struct mirror *m, const struct repl_hello *peer)
                 split_brain(m, peer);
                 return;
         }
+        if (rel == REPL_GEN_PEER_AHEAD && m->hold != HOLD_NONE) {
+                step_down_at_start(m, peer);
+                return;
+        }
         link_failed(m, "the peer is primary too");
         set_state(m, MS_BOTH_PRIMARY);
+        startup_outcome(m, MIRROR_START_HELD);
         if (rel == REPL_GEN_PEER_AHEAD)
                 set_error(m,
                           "%s is primary too and went on from the data this side holds (it was "
@@ -622,6 +698,7 @@ static void on_hello_reply(struct mirror *m)
                           "other",
                           m->peer);
                 log_err("%s: %s", m->name, m->last_error);
+                startup_outcome(m, MIRROR_START_HELD);
                 return;
         }
         if (m->rxh.status != REPL_OK) {
@@ -629,12 +706,14 @@ static void on_hello_reply(struct mirror *m)
                 set_state(m, MS_REFUSED);
                 set_error(m, "the peer refused the pairing: %s", repl_status_str(m->rxh.status));
                 log_err("%s: %s", m->name, m->last_error);
+                startup_alone(m, "the peer refused the pairing");
                 return;
         }
         if (!have_peer || peer.size != m->size || peer.block_size != m->block_size ||
             strcmp(peer.id, m->id) != 0) {
                 link_failed(m, "the peer's volume does not match (id, size or block size)");
                 set_state(m, MS_REFUSED);
+                startup_alone(m, "the peer's volume does not match");
                 return;
         }
         paired(m, &peer);
@@ -855,6 +934,8 @@ static void on_tick(struct reactor_timer *t)
         if (m->stopping)
                 return;
         uint64_t now = reactor_now_ns(), limit = (uint64_t)m->timeout_ms * 1000000ull;
+        if (m->hold == HOLD_WAITING && now >= m->hold_deadline_ns)
+                startup_alone(m, "no answer from the peer since the start");
         enum mstate s = get_state(m);
         if (m->fd < 0) {
                 if ((s == MS_DEGRADED || s == MS_CONNECTING || s == MS_BOTH_PRIMARY) &&
@@ -950,6 +1031,7 @@ static int parse_peer(struct mirror *m, const char *peer)
 static void start_on_home(void *arg)
 {
         struct mirror *m = arg;
+        m->hold_deadline_ns = reactor_now_ns() + (uint64_t)m->startup_wait_ms * 1000000ull;
         m->tick = (struct reactor_timer){.cb = on_tick, .ctx = m};
         reactor_timer_arm(m->home, &m->tick, 0);
 }
@@ -967,6 +1049,9 @@ struct mirror *mirror_create(const struct mirror_conf *conf)
         m->timeout_ms = conf->timeout_ms;
         m->resync_rate = conf->resync_rate;
         m->strict = conf->strict;
+        m->startup_wait_ms = conf->startup_wait_ms;
+        m->startup = conf->startup;
+        m->startup_ctx = conf->startup_ctx;
         m->home = conf->home;
         m->v = conf->volume;
         m->st = conf->state;
@@ -983,7 +1068,9 @@ struct mirror *mirror_create(const struct mirror_conf *conf)
                 mirror_destroy(m);
                 return NULL;
         }
-        set_state(m, repl_state_role(m->st) == REPL_ROLE_PRIMARY ? MS_DEGRADED : MS_STANDBY);
+        bool primary = repl_state_role(m->st) == REPL_ROLE_PRIMARY;
+        set_state(m, primary ? MS_DEGRADED : MS_STANDBY);
+        m->hold = primary && m->startup_wait_ms ? HOLD_WAITING : HOLD_NONE;
         if (repl_state_count(m->st))
                 log_info("%s: %llu regions recorded for resync from an earlier run", m->name,
                          (unsigned long long)repl_state_count(m->st));
@@ -1074,6 +1161,19 @@ static void activate_on_home(void *arg)
 int mirror_activate(struct mirror *m)
 {
         return reactor_call_sync(m->home, activate_on_home, m) < 0 ? -EIO : 0;
+}
+
+static void end_hold_on_home(void *arg)
+{
+        struct mirror *m = arg;
+        if (m->hold != HOLD_NONE)
+                log_warn("%s: start-up hold ended by the operator", m->name);
+        m->hold = HOLD_NONE;
+}
+
+void mirror_end_hold(struct mirror *m)
+{
+        reactor_call_sync(m->home, end_hold_on_home, m);
 }
 
 /* The handover of a demote: once no write is on its way to the peer, one FLUSH; its answer

@@ -16,6 +16,20 @@ struct mirror;
 struct reactor;
 struct repl_state;
 
+/* How the start-up hold of a primary ended, or why it goes on (docs/replication.md,
+ * "Start-up"): a primary that starts serves nobody until its first pairing attempt has an
+ * outcome, so that a gateway that crashed and was replaced by a promote of its peer never
+ * serves its stale copy. */
+enum mirror_startup {
+        MIRROR_START_PAIRED,       /* paired with the secondary: serve */
+        MIRROR_START_ALONE,        /* no answer within the wait, or the pairing refused: serve
+                                      degraded */
+        MIRROR_START_STEPPED_DOWN, /* the peer was promoted and this side holds no write it
+                                      lacks: this side is its secondary now (needs-full) */
+        MIRROR_START_HELD,         /* the peer is primary too (split brain, or both primary):
+                                      not serving until the operator acts */
+};
+
 struct mirror_conf {
         const char *name; /* for logs: "TARGET LUN N" */
         const char *id;   /* mirror_id: the volume's name on both gateways */
@@ -28,6 +42,11 @@ struct mirror_conf {
         struct reactor *home;
         struct volume *volume;
         struct repl_state *state;
+        /* A primary's start-up hold: 0, none (it serves at once); otherwise the longest wait
+         * for the peer's answer. Each outcome is reported on home, until the hold ends. */
+        uint32_t startup_wait_ms;
+        void (*startup)(void *ctx, enum mirror_startup outcome);
+        void *startup_ctx;
 };
 
 extern const struct volume_mirror_ops mirror_volume_ops;
@@ -48,6 +67,9 @@ int mirror_establish(struct mirror *m, bool full);
  * lacks them: only a write that raced a demote gets here). Activate after a promote, before
  * the LUN serves: it connects and pairs as a configured primary does. 0 or -errno. */
 int mirror_activate(struct mirror *m);
+/* The operator decided (a promote or demote of a primary in its start-up hold): the hold ends
+ * with no further outcome report; the caller says what the LUN does. */
+void mirror_end_hold(struct mirror *m);
 /* Demote (the caller has stopped the LUN serving): waits up to timeout_ms for a clean
  * handover (synchronized, every write answered, one more FLUSH answered), then closes the link
  * and stands by. 1: clean, the peer holds every acknowledged write; 0: not clean; -errno. */

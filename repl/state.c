@@ -360,6 +360,23 @@ int repl_state_set_needs_full(struct repl_state *s, bool needs_full)
         return set_flag(s, STATE_NEEDS_FULL, needs_full);
 }
 
+int repl_state_step_down(struct repl_state *s, bool needs_full)
+{
+        pthread_mutex_lock(&s->lock);
+        uint32_t role = s->role, flags = s->flags;
+        s->role = REPL_ROLE_SECONDARY;
+        s->flags = needs_full ? s->flags | STATE_NEEDS_FULL : s->flags & ~STATE_NEEDS_FULL;
+        int rc = write_header(s);
+        if (rc == 0 && fdatasync(s->fd) < 0)
+                rc = -errno;
+        if (rc < 0) { /* still what the file says */
+                s->role = role;
+                s->flags = flags;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+}
+
 int repl_state_diverge(struct repl_state *s)
 {
         pthread_mutex_lock(&s->lock);

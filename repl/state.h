@@ -35,6 +35,10 @@ int repl_state_set_consistent(struct repl_state *s, bool consistent);
  * SYNCED and by a promote. */
 bool repl_state_needs_full(struct repl_state *s);
 int repl_state_set_needs_full(struct repl_state *s, bool needs_full);
+/* A primary becomes secondary (a demote, or a start-up step-down): role and needs-full flag
+ * in one write of the header, so a crash never leaves a secondary without the flag it
+ * needs. Keeps the generations. 0 or -errno (then nothing changed). */
+int repl_state_step_down(struct repl_state *s, bool needs_full);
 /* This side is about to hold a write the peer lacks: if it still names the shared data
  * (gen == shared_gen), it takes a new generation first. Persisted; 0 or -errno. */
 int repl_state_diverge(struct repl_state *s);

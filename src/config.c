@@ -109,6 +109,7 @@ static const struct key_def gateway_keys[] = {
         3600),
     KEY(struct config, mirror_listen, "mirror_listen", K_HOSTPORT, 1, 80),
     KEY(struct config, mirror_timeout_ms, "mirror_timeout_ms", K_UINT, 100, 600000),
+    KEY(struct config, mirror_startup_wait_ms, "mirror_startup_wait_ms", K_UINT, 0, 3600000),
     KEY(struct config, mirror_region_size, "mirror_region_size", K_SIZE, 64 * KIB, GIB),
     KEY(struct config, mirror_resync_rate, "mirror_resync_rate", K_SIZE, 0, 100 * GIB),
     KEY(struct config, backend_initiator_name, "backend_initiator_name", K_TEXT, 1,
@@ -1378,6 +1379,8 @@ static int finish(struct parser *p)
         unsigned last = p->lineno ? p->lineno : 1;
         if (close_section(p) < 0)
                 return -1;
+        if (p->cfg->mirror_startup_wait_ms == UINT32_MAX)
+                p->cfg->mirror_startup_wait_ms = p->cfg->mirror_timeout_ms;
         if (p->cfg->nportals == 0)
                 return fail(p, last, "no [portal] section");
         if (p->cfg->ntargets == 0)
@@ -1413,6 +1416,7 @@ static struct config *config_new(const char *source)
         cfg->write_log_size = 256 * MIB;
         cfg->write_log_checkpoint_interval = 10;
         cfg->mirror_timeout_ms = 5000;
+        cfg->mirror_startup_wait_ms = UINT32_MAX; /* finish(): mirror_timeout_ms */
         cfg->mirror_region_size = MIB;
         cfg->backend_initiator_name = strdup("iqn.2026-11.io.isergw:gateway");
         cfg->iscsi = (struct config_iscsi){.max_recv_data_segment_length = 262144,

@@ -127,11 +127,13 @@ struct config {
         char *write_log;                        /* local write log file, or NULL: none */
         uint64_t write_log_size;                /* its size in bytes */
         uint32_t write_log_checkpoint_interval; /* seconds between checkpoints (at most) */
-        char *mirror_listen;          /* where mirror primaries connect (secondaries), or NULL */
-        uint32_t mirror_timeout_ms;   /* a peer silent this long: the mirror goes degraded */
-        uint64_t mirror_region_size;  /* bytes per bit of the out-of-sync bitmap */
-        uint64_t mirror_resync_rate;  /* bytes per second a resync may copy; 0: no limit */
-        char *backend_initiator_name; /* the name the iscsi backend logs in with */
+        char *mirror_listen;             /* where mirror primaries connect (secondaries), or NULL */
+        uint32_t mirror_timeout_ms;      /* a peer silent this long: the mirror goes degraded */
+        uint32_t mirror_startup_wait_ms; /* a starting primary waits this long for its peer's
+                                            answer before it serves alone; 0: no hold */
+        uint64_t mirror_region_size;     /* bytes per bit of the out-of-sync bitmap */
+        uint64_t mirror_resync_rate;     /* bytes per second a resync may copy; 0: no limit */
+        char *backend_initiator_name;    /* the name the iscsi backend logs in with */
         struct config_iscsi iscsi;
         struct config_chap discovery_chap;
 

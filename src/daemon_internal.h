@@ -28,7 +28,8 @@ struct daemon_lun {
         /* Mirrored LUNs (mirroring.c) */
         char mirror_id[80];
         struct repl_state *mirror_state;
-        struct mirror *mirror; /* this side is the primary and has a peer */
+        struct mirror *mirror;     /* this side is the primary and has a peer */
+        atomic_int mirror_startup; /* what became of its start-up hold (mirroring.c) */
 };
 
 struct daemon {

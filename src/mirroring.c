@@ -13,6 +13,24 @@
 #include "src/daemon_internal.h"
 #include "src/log.h"
 
+/* What the status says of a LUN's start-up hold (daemon_lun.mirror_startup; docs/status.md). */
+enum lun_startup {
+        LS_NONE, /* not a primary at start, or no hold */
+        LS_WAITING,
+        LS_PAIRED,
+        LS_ALONE,
+        LS_STEPPED_DOWN,
+        LS_HELD,
+        LS_OPERATOR, /* a promote or demote ended it */
+};
+static const char *const startup_names[] = {"",
+                                            "waiting for the peer",
+                                            "paired",
+                                            "peer unreachable: serving degraded",
+                                            "stepped down: peer promoted",
+                                            "held: the peer is primary too",
+                                            "ended by the operator"};
+
 static bool mirrored(const struct daemon_lun *l)
 {
         return l->conf->mirror_role != NULL;
@@ -59,6 +77,39 @@ static int open_state(struct daemon *d, struct daemon_lun *l)
         return 0;
 }
 
+static void set_access(struct daemon_lun *l, enum scsi_lu_access access)
+{
+        atomic_store(&l->scsi.access, access);
+}
+
+/* The mirror's word on the start-up hold (on its home reactor): serve, stand by, or keep not
+ * serving until the operator acts (docs/replication.md, "Start-up"). */
+static void startup_outcome(void *ctx, enum mirror_startup outcome)
+{
+        struct daemon_lun *l = ctx;
+        switch (outcome) {
+        case MIRROR_START_PAIRED:
+        case MIRROR_START_ALONE:
+                atomic_store(&l->mirror_startup,
+                             outcome == MIRROR_START_PAIRED ? LS_PAIRED : LS_ALONE);
+                set_access(l, SCSI_LU_READY);
+                log_info("%s: serves initiators now", l->name);
+                return;
+        case MIRROR_START_STEPPED_DOWN:
+                atomic_store(&l->mirror_startup, LS_STEPPED_DOWN);
+                set_access(l, SCSI_LU_STANDBY);
+                return;
+        case MIRROR_START_HELD:
+                atomic_store(&l->mirror_startup, LS_HELD);
+                set_access(l, SCSI_LU_STANDBY);
+                log_err("%s: NOT serving: restarted as primary, but the mirror peer is primary too "
+                        "('isergw-ctl mirror' says which side to demote; a pairing or "
+                        "mirror-promote here ends this)",
+                        l->name);
+                return;
+        }
+}
+
 /* The mirror of a LUN that names its peer, whatever its role: a secondary's stands by until
  * a promote activates it (reverse mirroring, docs/replication.md). */
 static int start_mirror(struct daemon *d, struct daemon_lun *l)
@@ -78,7 +129,19 @@ static int start_mirror(struct daemon *d, struct daemon_lun *l)
                                  .strict = l->conf->mirror_strict,
                                  .home = home_of(d, l),
                                  .volume = l->volume,
-                                 .state = l->mirror_state};
+                                 .state = l->mirror_state,
+                                 .startup_wait_ms = d->cfg->mirror_startup_wait_ms,
+                                 .startup = startup_outcome,
+                                 .startup_ctx = l};
+        /* A primary that starts serves nobody until its peer's answer says it may: the peer
+         * may have been promoted while this gateway was down. NOT READY, BECOMING READY meanwhile:
+         * an initiator retries it in place, so a normal restart fails no command. */
+        if (repl_state_role(l->mirror_state) == REPL_ROLE_PRIMARY && mc.startup_wait_ms) {
+                atomic_store(&l->mirror_startup, LS_WAITING);
+                set_access(l, SCSI_LU_BECOMING_READY);
+                log_info("%s: mirror primary: not serving until %s answers (at most %u ms)",
+                         l->name, mc.peer, mc.startup_wait_ms);
+        }
         l->mirror = mirror_create(&mc);
         if (!l->mirror)
                 return -1;
@@ -105,7 +168,7 @@ static int open_lun_mirror(struct daemon *d, struct daemon_lun *l)
                         log_err("%s: a mirror secondary needs mirror_listen in [gateway]", l->name);
                         return -1;
                 }
-                atomic_store(&l->scsi.standby, true);
+                set_access(l, SCSI_LU_STANDBY);
                 log_info("%s: mirror secondary of '%s': standby until promoted", l->name,
                          l->mirror_id);
         }
@@ -156,6 +219,10 @@ static json_t *lun_entry(struct daemon *d, struct daemon_lun *l)
                               "state", "unmirrored");
         json_object_set_new(e, "target", json_string(l->target->name));
         json_object_set_new(e, "lun", json_integer(l->conf->number));
+        json_object_set_new(e, "serving",
+                            json_boolean(atomic_load(&l->scsi.access) == SCSI_LU_READY));
+        json_object_set_new(e, "startup",
+                            json_string(startup_names[atomic_load(&l->mirror_startup)]));
         return e;
 }
 
@@ -173,19 +240,34 @@ static bool flag(const json_t *args, const char *key)
         return json_is_true(json_object_get(args, key));
 }
 
+/* A promote or demote ends a start-up hold: the mirror reports nothing more, the caller says
+ * what the LUN does. */
+static void hold_ended_by_operator(struct daemon_lun *l)
+{
+        if (l->mirror)
+                mirror_end_hold(l->mirror);
+        int s = atomic_load(&l->mirror_startup);
+        if (s == LS_WAITING || s == LS_HELD)
+                atomic_store(&l->mirror_startup, LS_OPERATOR);
+}
+
 static int promote(struct daemon *d, struct daemon_lun *l, const json_t *args, char *err,
                    size_t errlen)
 {
-        if (!d->repl_server) {
+        bool primary = repl_state_role(l->mirror_state) == REPL_ROLE_PRIMARY;
+        if (!primary && !d->repl_server) {
                 snprintf(err, errlen, "%s: not a mirror secondary", l->name);
                 return -1;
         }
-        int rc = repl_server_promote(d->repl_server, l->mirror_id, flag(args, "force"));
+        int rc =
+            primary ? 0 : repl_server_promote(d->repl_server, l->mirror_id, flag(args, "force"));
+        if (rc == 0)
+                hold_ended_by_operator(l);
         /* Mirroring first, then initiators: no write the peer should get passes unrecorded. */
         if (rc == 0 && l->mirror)
                 rc = mirror_activate(l->mirror);
         if (rc == 0) {
-                atomic_store(&l->scsi.standby, false);
+                set_access(l, SCSI_LU_READY);
                 log_warn("%s: serves initiators now%s", l->name,
                          l->mirror ? "; mirrored to its peer once it is reachable and secondary"
                                    : " (no mirror_peer: unmirrored)");
@@ -215,21 +297,18 @@ static int demote(struct daemon *d, struct daemon_lun *l, char *err, size_t errl
                 snprintf(err, errlen, "%s: demote needs mirror_listen in [gateway]", l->name);
                 return -1;
         }
-        atomic_store(&l->scsi.standby, true);
+        hold_ended_by_operator(l);
+        int was = atomic_exchange(&l->scsi.access, SCSI_LU_STANDBY);
         int rc = daemon_flush_lun(d, l, 60, false);
         if (rc < 0) {
-                atomic_store(&l->scsi.standby, false);
+                if (was == SCSI_LU_READY) /* a LUN held at start-up stays off */
+                        set_access(l, was);
                 snprintf(err, errlen, "%s: demote failed, still primary: flush: %s", l->name,
                          strerror(-rc));
                 return -1;
         }
         int clean = l->mirror ? mirror_step_down(l->mirror, 2 * d->cfg->mirror_timeout_ms) : 0;
-        struct repl_state *st = l->mirror_state;
-        rc = clean < 0 ? clean
-                       : repl_state_set(st, REPL_ROLE_SECONDARY, repl_state_gen(st),
-                                        repl_state_shared_gen(st));
-        if (rc == 0)
-                rc = repl_state_set_needs_full(st, clean != 1);
+        rc = clean < 0 ? clean : repl_state_step_down(l->mirror_state, clean != 1);
         if (rc < 0) {
                 snprintf(err, errlen, "%s: demote failed: %s", l->name, strerror(-rc));
                 return -1;

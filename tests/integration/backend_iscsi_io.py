@@ -9,6 +9,8 @@
     verify FILE RESULT                 the last write of every block that was acknowledged
                                        is on FILE byte for byte
     one_write PORT IQN INI LBA TIMEOUT one 64 KiB write; prints its outcome (JSON)
+    probe PORT IQN INI                 one READ(10) of block 0 (past unit attentions); prints
+                                       "good", "sense KEY/ASC/ASCQ" (hex) or "no answer"
 
 Exit status 0 when everything checked held, 1 otherwise.
 """
@@ -212,9 +214,28 @@ def one_write(port, iqn, ini, lba, timeout):
     return 0
 
 
+def probe(port, iqn, ini):
+    s = session(port, iqn, ini, 201, 5.0)
+    for _ in range(3):
+        r = s.read10(0, 1, timeout=5.0)
+        sense = r.sense()
+        if sense and sense[0] == 6:  # UNIT ATTENTION: reported once, ask again
+            continue
+        break
+    if r.good:
+        print("good", flush=True)
+    elif sense:
+        print("sense %02x/%02x/%02x" % sense, flush=True)
+    else:
+        print("no answer" if r.closed or r.timed_out else "status 0x%02x" % (r.status or 0),
+              flush=True)
+    s.close()
+    return 0
+
+
 def main(argv):
     cmds = {"known": (known, 6), "writers": (writers, 6), "verify": (verify, 2),
-            "one_write": (one_write, 5)}
+            "one_write": (one_write, 5), "probe": (probe, 3)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
         print(__doc__, file=sys.stderr)
         return 2

@@ -421,6 +421,19 @@ Test(config, default_first_burst_follows_a_smaller_max_burst)
         config_free(cfg);
 }
 
+Test(config, mirror_startup_wait_follows_the_timeout)
+{
+        struct config *cfg = load_ok("[gateway]\nmirror_timeout_ms = 700\n" BASE);
+        cr_assert_eq(cfg->mirror_startup_wait_ms, 700, "the default is mirror_timeout_ms");
+        config_free(cfg);
+        cfg = load_ok("[gateway]\nmirror_timeout_ms = 700\nmirror_startup_wait_ms = 0\n" BASE);
+        cr_assert_eq(cfg->mirror_startup_wait_ms, 0);
+        config_free(cfg);
+        cfg = load_ok(BASE);
+        cr_assert_eq(cfg->mirror_startup_wait_ms, 5000);
+        config_free(cfg);
+}
+
 Test(config, portal_address_forms)
 {
         struct config *cfg = load_ok("[portal a]\naddress = [::]\nport = 3262\n"

@@ -1,6 +1,6 @@
 /* Tests for repl/state (the bitmap's marks over word boundaries, persisted across a reopen;
- * the needs-full flag; a new generation on divergence; the generation relation) and the
- * HOST:PORT splitter of repl/proto. */
+ * the needs-full flag; a step-down's role and flag; a new generation on divergence; the
+ * generation relation) and the HOST:PORT splitter of repl/proto. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -101,6 +101,26 @@ Test(repl_state, needs_full_and_diverge_persist)
         cr_assert_eq(repl_state_gen(s), g2);
         cr_assert_eq(repl_state_set_needs_full(s, false), 0);
         cr_assert_not(repl_state_needs_full(s));
+        repl_state_close(s);
+        unlink(path);
+}
+
+Test(repl_state, step_down_persists_role_and_flag_together)
+{
+        struct repl_state *s = fresh();
+        cr_assert_eq(repl_state_set(s, REPL_ROLE_PRIMARY, 7, 5), 0);
+        cr_assert_eq(repl_state_step_down(s, true), 0);
+        cr_assert_eq(repl_state_role(s), REPL_ROLE_SECONDARY);
+        s = reopen(s);
+        cr_assert_eq(repl_state_role(s), REPL_ROLE_SECONDARY);
+        cr_assert(repl_state_needs_full(s), "stepped down unsynchronized: needs every region");
+        cr_assert_eq(repl_state_gen(s), 7, "the generations are kept");
+        cr_assert_eq(repl_state_shared_gen(s), 5);
+        cr_assert_eq(repl_state_set(s, REPL_ROLE_PRIMARY, 7, 7), 0);
+        cr_assert_eq(repl_state_step_down(s, false), 0);
+        s = reopen(s);
+        cr_assert_eq(repl_state_role(s), REPL_ROLE_SECONDARY);
+        cr_assert_not(repl_state_needs_full(s), "a clean handover clears the flag");
         repl_state_close(s);
         unlink(path);
 }
