@@ -81,9 +81,16 @@ static int start_primary(struct daemon *d, struct daemon_lun *l)
                 log_warn("%s: primary without mirror_peer: not mirrored", l->name);
                 return 0;
         }
+        /* RDMA connects from this gateway's mirror_listen address (its RDMA device). */
+        char source[64] = "";
+        uint16_t port;
+        if (d->cfg->mirror_listen)
+                split_hostport(d->cfg->mirror_listen, source, sizeof(source), &port);
         struct mirror_conf mc = {.name = l->name,
                                  .id = l->mirror_id,
                                  .peer = l->conf->mirror_peer,
+                                 .transport = repl_transport_parse(l->conf->mirror_transport),
+                                 .source = source[0] ? source : NULL,
                                  .size = volume_size(l->volume),
                                  .block_size = l->conf->block_size,
                                  .timeout_ms = d->cfg->mirror_timeout_ms,
