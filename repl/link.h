@@ -45,6 +45,8 @@ struct repl_link_ops {
         void (*want_out)(struct repl_link *l, bool on);
         /* A connecting link's result once EPOLLOUT or EPOLLERR came: 0 or -errno. */
         int (*connect_error)(struct repl_link *l);
+        /* The transport's state in a few words, for the log line of a link that ended. */
+        void (*describe)(struct repl_link *l, char *buf, size_t len);
         /* Ends the link and frees it: no callback after this; for RDMA the queue pair is
          * drained (flushed) and destroyed before its buffers are freed. */
         void (*close)(struct repl_link *l);
@@ -75,6 +77,10 @@ static inline void repl_link_want_out(struct repl_link *l, bool on)
 static inline int repl_link_connect_error(struct repl_link *l)
 {
         return l->ops->connect_error(l);
+}
+static inline void repl_link_describe(struct repl_link *l, char *buf, size_t len)
+{
+        l->ops->describe(l, buf, len);
 }
 static inline void repl_link_close(struct repl_link *l)
 {

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -88,6 +89,8 @@ struct rdma_link {
         uint32_t open_len;
         unsigned sq_posted, credit_inflight;
         struct reactor_deferred flush_work;
+        pthread_t owner; /* the reactor's thread: every call comes from there */
+        bool off_thread_logged;
 };
 
 struct repl_rdma_listener {
@@ -264,6 +267,16 @@ static void flush_work_cb(struct reactor_deferred *d)
         }
 }
 
+/* The link is its reactor's: a call from another thread would race with its completions and
+ * with the reactor's deferred list. */
+static void check_thread(struct rdma_link *rl, const char *what)
+{
+        if (pthread_equal(pthread_self(), rl->owner) || rl->off_thread_logged)
+                return;
+        rl->off_thread_logged = true;
+        log_err("mirror link %s: %s called off its reactor's thread (a bug)", rl->peer, what);
+}
+
 static bool can_write(const struct rdma_link *rl)
 {
         return rl->state == RS_UP &&
@@ -275,6 +288,7 @@ static bool can_write(const struct rdma_link *rl)
 static ssize_t rl_writev(struct repl_link *l, const struct iovec *iov, int iovcnt)
 {
         struct rdma_link *rl = (struct rdma_link *)l;
+        check_thread(rl, "writev");
         if (rl->state == RS_DOWN)
                 return rl->error ? rl->error : -EPIPE;
         size_t total = 0;
@@ -313,6 +327,7 @@ out:
 static ssize_t rl_read(struct repl_link *l, void *buf, size_t len)
 {
         struct rdma_link *rl = (struct rdma_link *)l;
+        check_thread(rl, "read");
         size_t total = 0;
         while (total < len && rl->rxq_n) {
                 unsigned i = rl->rxq[rl->rxq_head];
@@ -579,6 +594,7 @@ static struct rdma_link *link_new(const struct repl_link_conf *c)
                                       .stats = c->stats};
         rl->open_slot = -1;
         rl->flush_work.cb = flush_work_cb;
+        rl->owner = pthread_self();
         for (unsigned i = 0; i < NDATA; i++)
                 rl->tx_free[rl->tx_nfree++] = NDATA - 1 - i;
         return rl;
@@ -626,6 +642,17 @@ static void drain(struct rdma_link *rl)
         }
 }
 
+static void rl_describe(struct repl_link *l, char *buf, size_t len)
+{
+        struct rdma_link *rl = (struct rdma_link *)l;
+        snprintf(buf, len,
+                 "rdma: state %d, credits %u, owed %u, %u receives posted, %u buffers unread, "
+                 "%u sends posted (%u credit-only), %u send buffers free, open %d/%u%s",
+                 rl->state, rl->credits, rl->owed, rl->rx_posted, rl->rxq_n, rl->sq_posted,
+                 rl->credit_inflight, rl->tx_nfree, rl->open_slot, rl->open_len,
+                 rl->flush_work.queued ? ", flush queued" : "");
+}
+
 static void rl_close(struct repl_link *l)
 {
         struct rdma_link *rl = (struct rdma_link *)l;
@@ -669,6 +696,7 @@ static const struct repl_link_ops rdma_ops = {
     .read = rl_read,
     .want_out = rl_want_out,
     .connect_error = rl_connect_error,
+    .describe = rl_describe,
     .close = rl_close,
 };
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -60,6 +61,11 @@ static int tcp_connect_error(struct repl_link *l)
         return -err;
 }
 
+static void tcp_describe(struct repl_link *l, char *buf, size_t len)
+{
+        snprintf(buf, len, "tcp");
+}
+
 static void tcp_close(struct repl_link *l)
 {
         struct tcp_link *t = (struct tcp_link *)l;
@@ -74,6 +80,7 @@ static const struct repl_link_ops tcp_ops = {
     .read = tcp_read,
     .want_out = tcp_want_out,
     .connect_error = tcp_connect_error,
+    .describe = tcp_describe,
     .close = tcp_close,
 };
 

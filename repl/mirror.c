@@ -110,6 +110,7 @@ struct mirror {
         uint64_t last_rx_ns, last_tx_ns, next_connect_ns;
         unsigned connect_failures;
         struct reactor_timer tick;
+        uint64_t last_tick_ns;
         bool stopping;
         bool force_full;
 
@@ -325,14 +326,17 @@ static void link_failed(struct mirror *m, const char *why)
 {
         bool was_connected = atomic_exchange(&m->connected, false);
         atomic_store(&m->link_kind, -1);
+        char desc[256] = "";
         if (m->link) {
+                repl_link_describe(m->link, desc, sizeof(desc));
                 repl_link_close(m->link);
                 m->link = NULL;
         }
         if (was_connected) {
                 atomic_fetch_add(&m->link_failures, 1);
-                log_warn("%s: mirror link to %s lost (%s): degraded, changed regions are recorded",
-                         m->name, m->peer, why);
+                log_warn("%s: mirror link to %s lost (%s; %s): degraded, changed regions are "
+                         "recorded",
+                         m->name, m->peer, why, desc);
                 if (repl_state_gen(m->st) == repl_state_shared_gen(m->st))
                         repl_state_set(m->st, REPL_ROLE_PRIMARY, repl_state_new_gen(),
                                        repl_state_shared_gen(m->st));
@@ -818,6 +822,11 @@ static void on_tick(struct reactor_timer *t)
                 return;
         uint64_t now = reactor_now_ns(), limit = (uint64_t)m->timeout_ms * 1000000ull;
         enum mstate s = get_state(m);
+        if (m->last_tick_ns && now - m->last_tick_ns > limit / 2)
+                log_warn("%s: the mirror's timer ran %llu ms late (its reactor was busy or the "
+                         "host stalled): heartbeats were late too",
+                         m->name, (unsigned long long)((now - m->last_tick_ns) / 1000000));
+        m->last_tick_ns = now;
         if (!m->link) {
                 if ((s == MS_DEGRADED || s == MS_CONNECTING) && now >= m->next_connect_ns) {
                         m->next_connect_ns = now;
@@ -827,6 +836,15 @@ static void on_tick(struct reactor_timer *t)
                 if (now - m->next_connect_ns > limit)
                         connect_failed(m, "connect timed out");
         } else if (reply_overdue(m, now, limit) || now - m->last_rx_ns > limit) {
+                log_info("%s: %u messages unanswered (oldest: kind %d, %llu ms), %s queued, "
+                         "last received %llu ms ago, last sent %llu ms ago%s%s",
+                         m->name, m->win_count, m->win ? (int)m->win->kind : -1,
+                         m->win ? (unsigned long long)((now - m->win->sent_ns) / 1000000) : 0,
+                         m->txq ? "more" : "nothing",
+                         (unsigned long long)((now - m->last_rx_ns) / 1000000),
+                         (unsigned long long)((now - m->last_tx_ns) / 1000000),
+                         m->ping_inflight ? ", a ping in flight" : "",
+                         m->flush_inflight ? ", a flush in flight" : "");
                 link_failed(m, "the peer did not answer in time");
         } else if (!m->ping_inflight && now - m->last_rx_ns > PING_IDLE_NS &&
                    now - m->last_tx_ns > PING_IDLE_NS / 2) {

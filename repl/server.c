@@ -457,12 +457,15 @@ static void conn_close(struct sconn *c, const char *why)
 {
         if (!c->link)
                 return;
+        char desc[256];
+        repl_link_describe(c->link, desc, sizeof(desc));
         if (c->vol && c->vol->bound == c) {
                 c->vol->bound = NULL;
                 atomic_store(&c->vol->bound_kind, -1);
-                log_info("%s: the primary at %s went away (%s)", c->vol->name, c->addr, why);
+                log_info("%s: the primary at %s went away (%s; %s)", c->vol->name, c->addr, why,
+                         desc);
         } else {
-                log_info("mirror peer %s: connection closed (%s)", c->addr, why);
+                log_info("mirror peer %s: connection closed (%s; %s)", c->addr, why, desc);
         }
         repl_link_close(c->link);
         c->link = NULL;
