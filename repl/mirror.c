@@ -322,8 +322,10 @@ static void peer_flush(struct mirror *m)
 
 /* The link is gone: every write the peer has not confirmed is recorded for resync and
  * completes locally; from now on writes are recorded (degraded). */
-static void link_failed(struct mirror *m, const char *why)
+static void link_failed(struct mirror *m, const char *reason)
 {
+        char why[160]; /* reason may be the link's own text, freed with it below */
+        snprintf(why, sizeof(why), "%s", reason);
         bool was_connected = atomic_exchange(&m->connected, false);
         atomic_store(&m->link_kind, -1);
         char desc[256] = "";
@@ -711,8 +713,10 @@ static void start_connect(struct mirror *m);
 
 /* A connection attempt failed. With mirror_transport = auto a failed RDMA attempt is
  * followed at once by TCP (logged when that changes); otherwise the next tick retries. */
-static void connect_failed(struct mirror *m, const char *why)
+static void connect_failed(struct mirror *m, const char *reason)
 {
+        char why[160]; /* reason may be the link's own text, freed with it */
+        snprintf(why, sizeof(why), "%s", reason);
         bool rdma = m->link && m->link->kind == REPL_LINK_RDMA;
         if (rdma && m->transport == REPL_TRANSPORT_AUTO) {
                 if (!m->fallback_logged)

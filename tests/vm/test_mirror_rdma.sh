@@ -3,6 +3,7 @@
 # soft-RoCE VM (rxe-setup/vm.sh, docs/vm.md): CI's host kernel has no RDMA.
 # On the host it boots the VM and runs itself inside; inside, step by step with a PASS or
 # FAIL line each:
+#   an RDMA client without the link's CM private data (rping) is refused, with a log line
 #   the secondary (mirror_listen 10.99.0.2, rxe1) and the primary (10.99.0.1, rxe0,
 #   mirror_transport auto) pair over RDMA: the status says rdma on both sides, RDMA byte
 #   counters > 0, TCP byte counters 0; the first pairing copies every region
@@ -48,7 +49,9 @@ host_main() {
 	for t in isergw isergw-ctl iscsi_pattern; do
 		[ -x "$BIN/$t" ] || { echo "FAIL: $BIN/$t not built" >&2; exit 1; }
 	done
-	command -v jq >/dev/null || { echo "FAIL: jq missing" >&2; exit 1; }
+	for t in jq rping; do
+		command -v $t >/dev/null || { echo "FAIL: $t missing (scripts/install-deps.sh test)" >&2; exit 1; }
+	done
 
 	local results="$build/vm/results-mirror-rdma" rc=0 start=$SECONDS
 	export ISERGW_VM_DIR="$build/vm"
@@ -131,7 +134,7 @@ port = 3260
 
 [lun $IQN:0]
 path = $WORK/$n.img
-size = 32M
+size = 16M
 mirror_role = $role
 $peer
 CONF
@@ -244,12 +247,22 @@ guest_main() {
 		{ cat "$WORK/s.log"; fail "no RDMA listener"; }
 	pass
 
+	step "an RDMA client without the link's private data (rping) is refused"
+	if timeout 20 rping -c -a "${ADDR[s]}" -I "${ADDR[p]}" -p "$MPORT" -C 1 >"$WORK/rping.log" 2>&1; then
+		cat "$WORK/rping.log"
+		fail "rping connected to the mirror port"
+	fi
+	grep -q "RDMA connection from ${ADDR[p]}:[0-9]* refused: .*mirror link private data" "$WORK/s.log" ||
+		{ tail -5 "$WORK/s.log"; fail "no refusal logged"; }
+	kill -0 "${PID[s]}" || fail "the secondary died"
+	pass
+
 	step "the primary on ${ADDR[p]} (mirror_transport auto) pairs over RDMA"
 	node_config p primary
 	node_start p
 	wait_state p synchronized 90
-	[ "$(mstat p resync_copied_regions)" -eq 32 ] ||
-		fail "first pairing copied $(mstat p resync_copied_regions) regions, not 32"
+	[ "$(mstat p resync_copied_regions)" -eq 16 ] ||
+		fail "first pairing copied $(mstat p resync_copied_regions) regions, not 16"
 	assert_rdma
 	! grep -q "falling back to TCP" "$WORK/p.log" || fail "the primary fell back to TCP"
 	pass
