@@ -414,15 +414,15 @@ void render_stats(FILE *out, const json_t *result)
 
 void render_mirror(FILE *out, const json_t *result)
 {
-        static const char *const headers[] = {"TARGET", "LUN", "ROLE",  "STATE",
-                                              "PEER",   "LAG", "RESYNC"};
+        static const char *const headers[] = {"TARGET", "LUN",  "ROLE", "STATE",
+                                              "PEER",   "LINK", "LAG",  "RESYNC"};
         const json_t *list = json_object_get(result, "volumes");
         if (json_array_size(list) == 0) {
                 fputs("no mirrored volumes\n", out);
                 return;
         }
         struct table t;
-        table_init(&t, 7, headers);
+        table_init(&t, 8, headers);
         size_t i;
         const json_t *v;
         json_array_foreach(list, i, v)
@@ -434,6 +434,7 @@ void render_mirror(FILE *out, const json_t *result)
                 table_cell(&t, "%s", jstr(v, "role"));
                 table_cell(&t, "%s", jstr(v, "state"));
                 table_cell(&t, "%s", jstr(v, "peer"));
+                table_cell(&t, "%s", jstr(v, "transport"));
                 cell_bytes(&t, v, "lag_bytes");
                 if (total > 0)
                         table_cell(&t, "%.1f%%", 100.0 * (double)done / (double)total);

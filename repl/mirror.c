@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "iscsi/crc32c.h"
+#include "repl/link.h"
 #include "repl/proto.h"
 #include "repl/state.h"
 #include "src/log.h"
@@ -98,10 +99,15 @@ struct mirror {
         uint64_t key;
 
         atomic_int state;
-        atomic_bool connected; /* writes go to the peer */
-        int fd;
-        struct reactor_fd rfd;
-        bool in_epoll;
+        atomic_bool connected;  /* writes go to the peer */
+        struct repl_link *link; /* NULL: not connected */
+        enum repl_transport transport;
+        struct sockaddr_storage src; /* the RDMA source address (src_len 0: any) */
+        socklen_t src_len;
+        bool tcp_fallback; /* auto: RDMA failed and this attempt is TCP (logged on change) */
+        bool fallback_logged;
+        struct repl_link_stats lstats;
+        atomic_int link_kind; /* enum repl_link_kind of the connected link, -1: none */
         uint8_t rx_hdr[REPL_HDR_LEN];
         uint8_t rx_payload[REPL_HELLO_LEN];
         size_t rx_got;
@@ -114,6 +120,7 @@ struct mirror {
         uint64_t last_rx_ns, last_tx_ns, next_connect_ns;
         unsigned connect_failures;
         struct reactor_timer tick;
+        uint64_t last_tick_ns;
         bool stopping;
         bool force_full;
 
@@ -395,20 +402,23 @@ static void peer_flush(struct mirror *m)
 
 /* The link is gone: every write the peer has not confirmed is recorded for resync and
  * completes locally; from now on writes are recorded (degraded). */
-static void link_failed(struct mirror *m, const char *why)
+static void link_failed(struct mirror *m, const char *reason)
 {
+        char why[160]; /* reason may be the link's own text, freed with it below */
+        snprintf(why, sizeof(why), "%s", reason);
         bool was_connected = atomic_exchange(&m->connected, false);
-        if (m->fd >= 0) {
-                if (m->in_epoll)
-                        reactor_del_fd(m->home, &m->rfd);
-                close(m->fd);
-                m->fd = -1;
-                m->in_epoll = false;
+        atomic_store(&m->link_kind, -1);
+        char desc[256] = "";
+        if (m->link) {
+                repl_link_describe(m->link, desc, sizeof(desc));
+                repl_link_close(m->link);
+                m->link = NULL;
         }
         if (was_connected) {
                 atomic_fetch_add(&m->link_failures, 1);
-                log_warn("%s: mirror link to %s lost (%s): degraded, changed regions are recorded",
-                         m->name, m->peer, why);
+                log_warn("%s: mirror link to %s lost (%s; %s): degraded, changed regions are "
+                         "recorded",
+                         m->name, m->peer, why, desc);
         }
         set_error(m, "%s", why);
         if (was_connected)
@@ -520,18 +530,18 @@ static int build_iov(const struct mmsg *msg, struct iovec *iov, int max)
 
 static void tx_kick(struct mirror *m)
 {
-        while (m->fd >= 0 && m->txq && m->win_count < WINDOW &&
+        while (m->link && m->txq && m->win_count < WINDOW &&
                (atomic_load(&m->connected) || m->txq->kind == K_HELLO)) {
                 struct mmsg *msg = m->txq;
                 struct iovec iov[64];
                 int n = build_iov(msg, iov, 64);
-                ssize_t w = writev(m->fd, iov, n);
-                if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                        reactor_mod_fd(m->home, &m->rfd, EPOLLIN | EPOLLOUT);
+                ssize_t w = repl_link_writev(m->link, iov, n);
+                if (w == -EAGAIN) {
+                        repl_link_want_out(m->link, true);
                         return;
                 }
                 if (w < 0) {
-                        link_failed(m, strerror(errno));
+                        link_failed(m, strerror((int)-w));
                         return;
                 }
                 msg->sent += (uint64_t)w;
@@ -542,8 +552,8 @@ static void tx_kick(struct mirror *m)
                         m->txq_tail = NULL;
                 msg_written(m, msg);
         }
-        if (m->fd >= 0 && m->in_epoll)
-                reactor_mod_fd(m->home, &m->rfd, EPOLLIN);
+        if (m->link)
+                repl_link_want_out(m->link, false);
 }
 
 /* ---------------- the handshake ---------------- */
@@ -832,11 +842,13 @@ static void rx(struct mirror *m)
         for (;;) {
                 uint8_t *dst = m->rx_in_payload ? m->rx_payload : m->rx_hdr;
                 size_t want = m->rx_in_payload ? m->rxh.length : REPL_HDR_LEN;
-                ssize_t n = want > m->rx_got ? read(m->fd, dst + m->rx_got, want - m->rx_got) : 0;
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                ssize_t n = want > m->rx_got
+                                ? repl_link_read(m->link, dst + m->rx_got, want - m->rx_got)
+                                : 0;
+                if (n == -EAGAIN)
                         return;
                 if (n < 0 || (n == 0 && want > m->rx_got)) {
-                        link_failed(m, n < 0 ? strerror(errno) : "closed by the peer");
+                        link_failed(m, n < 0 ? strerror((int)-n) : "closed by the peer");
                         return;
                 }
                 m->rx_got += (size_t)n;
@@ -861,61 +873,109 @@ static void rx(struct mirror *m)
                         }
                 }
                 on_message(m);
-                if (m->fd < 0)
+                if (!m->link)
                         return;
         }
 }
 
-static void on_fd(struct reactor_fd *rfd, uint32_t events)
+static void start_connect(struct mirror *m);
+
+/* A connection attempt failed. With mirror_transport = auto a failed RDMA attempt is
+ * followed at once by TCP (logged when that changes); otherwise the next tick retries. */
+static void connect_failed(struct mirror *m, const char *reason)
 {
-        struct mirror *m = rfd->ctx;
+        char why[160]; /* reason may be the link's own text, freed with it */
+        snprintf(why, sizeof(why), "%s", reason);
+        bool rdma = m->link && m->link->kind == REPL_LINK_RDMA;
+        if (rdma && m->transport == REPL_TRANSPORT_AUTO) {
+                if (!m->fallback_logged)
+                        log_warn("%s: RDMA to the mirror peer %s failed (%s): falling back to "
+                                 "TCP",
+                                 m->name, m->peer, why);
+                m->fallback_logged = true;
+                repl_link_close(m->link);
+                m->link = NULL;
+                m->tcp_fallback = true;
+                m->next_connect_ns = reactor_now_ns();
+                start_connect(m);
+                return;
+        }
+        if (m->connect_failures++ == 0)
+                log_warn("%s: cannot reach the mirror peer %s: %s (retrying)", m->name, m->peer,
+                         why);
+        set_error(m, "connect: %s", why);
+        link_failed(m, why);
+}
+
+static void on_link(struct repl_link *l, uint32_t events)
+{
+        struct mirror *m = l->ctx;
         if (get_state(m) == MS_CONNECTING) {
-                int err = 0;
-                socklen_t len = sizeof(err);
-                getsockopt(m->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-                if (err) {
-                        if (m->connect_failures++ == 0)
-                                log_warn("%s: cannot reach the mirror peer %s: %s (retrying)",
-                                         m->name, m->peer, strerror(err));
-                        set_error(m, "connect: %s", strerror(err));
-                        link_failed(m, strerror(err));
+                int err = repl_link_connect_error(l);
+                if (err || (events & (EPOLLERR | EPOLLHUP))) {
+                        connect_failed(m, l->why[0] ? l->why : strerror(err ? -err : EIO));
                         return;
+                }
+                if (l->kind == REPL_LINK_RDMA && m->fallback_logged) {
+                        log_info("%s: the mirror link to %s uses RDMA again", m->name, m->peer);
+                        m->fallback_logged = false;
                 }
                 m->connect_failures = 0;
                 m->last_rx_ns = reactor_now_ns();
+                atomic_store(&m->link_kind, (int)l->kind);
                 send_hello(m);
                 return;
         }
         if (events & EPOLLIN)
                 rx(m);
-        if (m->fd >= 0 && (events & EPOLLOUT))
+        if (m->link && (events & EPOLLOUT))
                 tx_kick(m);
-        if (m->fd >= 0 && (events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
-                link_failed(m, "connection error");
+        if (m->link && (events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
+                link_failed(m, m->link->why[0] ? m->link->why : "connection error");
 }
 
+/* RDMA first unless mirror_transport = tcp (or auto fell back for this attempt). */
 static void start_connect(struct mirror *m)
 {
-        m->fd = socket(m->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (m->fd < 0) {
-                m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
-                return;
-        }
-        int one = 1;
-        setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct repl_link_conf lc = {.r = m->home, .cb = on_link, .ctx = m, .stats = &m->lstats};
+        bool rdma = m->transport == REPL_TRANSPORT_RDMA ||
+                    (m->transport == REPL_TRANSPORT_AUTO && !m->tcp_fallback);
+        m->tcp_fallback = false;
         set_state(m, MS_CONNECTING);
-        if (connect(m->fd, (struct sockaddr *)&m->addr, m->addrlen) < 0 && errno != EINPROGRESS) {
-                close(m->fd);
-                m->fd = -1;
-                set_state(m, MS_DEGRADED);
-                m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
-                return;
-        }
-        m->rfd =
-            (struct reactor_fd){.fd = m->fd, .events = EPOLLIN | EPOLLOUT, .cb = on_fd, .ctx = m};
-        m->in_epoll = reactor_add_fd(m->home, &m->rfd) == 0;
         m->rx_got = 0;
         m->rx_in_payload = false;
+        if (rdma) {
+                m->link = repl_link_rdma_connect(&lc, (struct sockaddr *)&m->addr, m->addrlen,
+                                                 m->src_len ? (struct sockaddr *)&m->src : NULL);
+                if (!m->link) {
+                        char why[160];
+                        snprintf(why, sizeof(why), "%s",
+                                 errno == ENODEV ? "no RDMA device on this host" : strerror(errno));
+                        if (m->transport == REPL_TRANSPORT_AUTO) {
+                                if (!m->fallback_logged)
+                                        log_warn("%s: RDMA to the mirror peer %s failed (%s): "
+                                                 "falling back to TCP",
+                                                 m->name, m->peer, why);
+                                m->fallback_logged = true;
+                        } else {
+                                set_state(m, MS_DEGRADED);
+                                set_error(m, "connect: %s", why);
+                                if (m->connect_failures++ == 0)
+                                        log_warn("%s: cannot reach the mirror peer %s over RDMA: "
+                                                 "%s (retrying)",
+                                                 m->name, m->peer, why);
+                                m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
+                                return;
+                        }
+                } else {
+                        return;
+                }
+        }
+        m->link = repl_link_tcp_connect(&lc, (struct sockaddr *)&m->addr, m->addrlen);
+        if (!m->link) {
+                set_state(m, MS_DEGRADED);
+                m->next_connect_ns = reactor_now_ns() + RECONNECT_NS;
+        }
 }
 
 /* The oldest message whose answer is overdue, if any: a FLUSH may take long (the peer
@@ -937,14 +997,30 @@ static void on_tick(struct reactor_timer *t)
         if (m->hold == HOLD_WAITING && now >= m->hold_deadline_ns)
                 startup_alone(m, "no answer from the peer since the start");
         enum mstate s = get_state(m);
-        if (m->fd < 0) {
+        if (m->last_tick_ns && now - m->last_tick_ns > limit / 2)
+                log_warn("%s: the mirror's timer ran %llu ms late (its reactor was busy or the "
+                         "host stalled): heartbeats were late too",
+                         m->name, (unsigned long long)((now - m->last_tick_ns) / 1000000));
+        m->last_tick_ns = now;
+        if (!m->link) {
                 if ((s == MS_DEGRADED || s == MS_CONNECTING || s == MS_BOTH_PRIMARY) &&
-                    now >= m->next_connect_ns)
+                    now >= m->next_connect_ns) {
+                        m->next_connect_ns = now;
                         start_connect(m);
+                }
         } else if (s == MS_CONNECTING) {
                 if (now - m->next_connect_ns > limit)
-                        link_failed(m, "connect timed out");
+                        connect_failed(m, "connect timed out");
         } else if (reply_overdue(m, now, limit) || now - m->last_rx_ns > limit) {
+                log_info("%s: %u messages unanswered (oldest: kind %d, %llu ms), %s queued, "
+                         "last received %llu ms ago, last sent %llu ms ago%s%s",
+                         m->name, m->win_count, m->win ? (int)m->win->kind : -1,
+                         m->win ? (unsigned long long)((now - m->win->sent_ns) / 1000000) : 0,
+                         m->txq ? "more" : "nothing",
+                         (unsigned long long)((now - m->last_rx_ns) / 1000000),
+                         (unsigned long long)((now - m->last_tx_ns) / 1000000),
+                         m->ping_inflight ? ", a ping in flight" : "",
+                         m->flush_inflight ? ", a flush in flight" : "");
                 link_failed(m, "the peer did not answer in time");
         } else if (!m->ping_inflight && now - m->last_rx_ns > PING_IDLE_NS &&
                    now - m->last_tx_ns > PING_IDLE_NS / 2) {
@@ -1028,6 +1104,21 @@ static int parse_peer(struct mirror *m, const char *peer)
         return 0;
 }
 
+/* Where RDMA connects from (the RDMA device is the one that address is on). */
+static int parse_source(struct mirror *m, const char *host)
+{
+        if (!host || !host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+                return 0;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST},
+                        *res = NULL;
+        if (getaddrinfo(host, "0", &hints, &res) != 0 || !res)
+                return -1;
+        memcpy(&m->src, res->ai_addr, res->ai_addrlen);
+        m->src_len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+}
+
 static void start_on_home(void *arg)
 {
         struct mirror *m = arg;
@@ -1056,14 +1147,15 @@ struct mirror *mirror_create(const struct mirror_conf *conf)
         m->v = conf->volume;
         m->st = conf->state;
         m->key = repl_volume_key(conf->id);
-        m->fd = -1;
+        m->transport = conf->transport;
+        atomic_init(&m->link_kind, -1);
         pthread_mutex_init(&m->lock, NULL);
         m->rbuf = aligned_alloc(4096, repl_state_granularity(conf->state));
         m->words = (repl_state_regions(conf->state) + 63) / 64;
         m->recent = calloc(m->words, sizeof(uint64_t));
         m->flushing = calloc(m->words, sizeof(uint64_t));
         if (!m->name || !m->id || !m->peer || !m->rbuf || !m->recent || !m->flushing ||
-            parse_peer(m, conf->peer) < 0) {
+            parse_peer(m, conf->peer) < 0 || parse_source(m, conf->source) < 0) {
                 log_err("%s: bad mirror peer '%s' (HOST:PORT)", conf->name, conf->peer);
                 mirror_destroy(m);
                 return NULL;
@@ -1133,7 +1225,7 @@ static void establish_on_home(void *arg)
                 return; /* a secondary connects to no one */
         if (a->full)
                 m->force_full = true;
-        if (m->fd >= 0)
+        if (m->link)
                 link_failed(m, "re-establishing");
         set_state(m, MS_DEGRADED);
         m->next_connect_ns = 0;
@@ -1292,5 +1384,10 @@ json_t *mirror_json(struct mirror *m)
                             json_integer((json_int_t)atomic_load(&m->unstable_regions)));
         json_object_set_new(j, "full_copies",
                             json_integer((json_int_t)atomic_load(&m->full_copies)));
+        int kind = atomic_load(&m->link_kind);
+        json_object_set_new(j, "transport",
+                            json_string(kind < 0 ? "none" : repl_link_kind_name(kind)));
+        json_object_set_new(j, "transport_mode", json_string(repl_transport_name(m->transport)));
+        repl_link_stats_json(j, &m->lstats);
         return j;
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cache/volume.h"
+#include "repl/link.h"
 
 struct mirror;
 struct reactor;
@@ -31,9 +32,11 @@ enum mirror_startup {
 };
 
 struct mirror_conf {
-        const char *name; /* for logs: "TARGET LUN N" */
-        const char *id;   /* mirror_id: the volume's name on both gateways */
-        const char *peer; /* HOST:PORT */
+        const char *name;              /* for logs: "TARGET LUN N" */
+        const char *id;                /* mirror_id: the volume's name on both gateways */
+        const char *peer;              /* HOST:PORT */
+        enum repl_transport transport; /* mirror_transport: auto tries RDMA, then TCP */
+        const char *source;            /* RDMA: the local address to connect from, or NULL */
         uint64_t size;
         uint32_t block_size;
         uint32_t timeout_ms;  /* the peer silent this long: degraded */

@@ -17,6 +17,7 @@
 
 #include "cache/volume.h"
 #include "iscsi/crc32c.h"
+#include "repl/link.h"
 #include "repl/proto.h"
 #include "repl/state.h"
 #include "src/log.h"
@@ -35,8 +36,9 @@ struct svol {
         pthread_mutex_t lock;
         atomic_uint_fast64_t applied_writes, applied_bytes, refused;
         char peer[64];
-        uint64_t primary_gen; /* from the HELLO: adopted at SYNCED */
-        bool conflict_logged; /* a primary connected while this side is primary too */
+        uint64_t primary_gen;  /* from the HELLO: adopted at SYNCED */
+        bool conflict_logged;  /* a primary connected while this side is primary too */
+        atomic_int bound_kind; /* the bound connection's enum repl_link_kind, -1: none */
 };
 
 struct reply {
@@ -47,8 +49,7 @@ struct reply {
 
 struct sconn {
         struct repl_server *s;
-        int fd;
-        struct reactor_fd rfd;
+        struct repl_link *link; /* NULL once closed */
         char addr[64];
         uint8_t hdr[REPL_HDR_LEN];
         struct repl_hdr h;
@@ -68,6 +69,10 @@ struct repl_server {
         int fd;
         struct reactor_fd rfd;
         bool listening;
+        struct sockaddr_storage addr; /* mirror_listen, for the RDMA listener too */
+        socklen_t addrlen;
+        struct repl_rdma_listener *rdma;
+        struct repl_link_stats lstats;
         struct svol vols[MAX_VOLUMES];
         unsigned nvols;
         bool stopping;
@@ -102,11 +107,12 @@ static void conn_put(struct sconn *c)
 
 static void flush_out(struct sconn *c)
 {
-        while (c->out && c->fd >= 0) {
+        while (c->out && c->link) {
                 struct reply *r = c->out;
-                ssize_t w = write(c->fd, r->buf + r->sent, r->len - r->sent);
-                if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                        reactor_mod_fd(c->s->r, &c->rfd, EPOLLIN | EPOLLOUT);
+                struct iovec iov = {r->buf + r->sent, r->len - r->sent};
+                ssize_t w = repl_link_writev(c->link, &iov, 1);
+                if (w == -EAGAIN) {
+                        repl_link_want_out(c->link, true);
                         return;
                 }
                 if (w <= 0) {
@@ -121,14 +127,14 @@ static void flush_out(struct sconn *c)
                         c->out_tail = NULL;
                 free(r);
         }
-        if (c->fd >= 0)
-                reactor_mod_fd(c->s->r, &c->rfd, EPOLLIN);
+        if (c->link)
+                repl_link_want_out(c->link, false);
 }
 
 static void reply(struct sconn *c, uint16_t type, uint64_t msg_id, uint32_t status,
                   const uint8_t *payload, uint32_t len)
 {
-        if (c->fd < 0)
+        if (!c->link)
                 return;
         struct reply *r = calloc(1, sizeof(*r));
         if (!r) {
@@ -247,6 +253,7 @@ static void on_hello(struct sconn *c)
         if (v->bound && v->bound != c)
                 conn_close(v->bound, "the primary connected again");
         v->bound = c;
+        atomic_store(&v->bound_kind, (int)c->link->kind);
         v->primary_gen = peer.gen;
         snprintf(v->peer, sizeof(v->peer), "%s", c->addr);
         c->seq_base = volume_reserve_seqs(v->conf.volume, SEQ_RESERVE);
@@ -454,14 +461,14 @@ static void on_header(struct sconn *c)
 
 static void rx(struct sconn *c)
 {
-        while (c->fd >= 0) {
+        while (c->link) {
                 uint8_t *dst = c->in_payload ? c->payload : c->hdr;
                 size_t want = c->in_payload ? c->h.length : REPL_HDR_LEN;
-                ssize_t n = read(c->fd, dst + c->got, want - c->got);
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                ssize_t n = repl_link_read(c->link, dst + c->got, want - c->got);
+                if (n == -EAGAIN)
                         return;
                 if (n <= 0) {
-                        conn_close(c, n < 0 ? strerror(errno) : "closed by the peer");
+                        conn_close(c, n < 0 ? strerror((int)-n) : "closed by the peer");
                         return;
                 }
                 c->got += (size_t)n;
@@ -485,30 +492,33 @@ static void rx(struct sconn *c)
         }
 }
 
-static void on_conn_fd(struct reactor_fd *rfd, uint32_t events)
+static void on_conn_link(struct repl_link *l, uint32_t events)
 {
-        struct sconn *c = rfd->ctx;
+        struct sconn *c = l->ctx;
         c->refs++;
         if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
                 rx(c);
-        if (c->fd >= 0 && (events & EPOLLOUT))
+        if (c->link && (events & EPOLLOUT))
                 flush_out(c);
         conn_put(c);
 }
 
 static void conn_close(struct sconn *c, const char *why)
 {
-        if (c->fd < 0)
+        if (!c->link)
                 return;
+        char desc[256];
+        repl_link_describe(c->link, desc, sizeof(desc));
         if (c->vol && c->vol->bound == c) {
                 c->vol->bound = NULL;
-                log_info("%s: the primary at %s went away (%s)", c->vol->name, c->addr, why);
+                atomic_store(&c->vol->bound_kind, -1);
+                log_info("%s: the primary at %s went away (%s; %s)", c->vol->name, c->addr, why,
+                         desc);
         } else {
-                log_info("mirror peer %s: connection closed (%s)", c->addr, why);
+                log_info("mirror peer %s: connection closed (%s; %s)", c->addr, why, desc);
         }
-        reactor_del_fd(c->s->r, &c->rfd);
-        close(c->fd);
-        c->fd = -1;
+        repl_link_close(c->link);
+        c->link = NULL;
         conn_put(c);
 }
 
@@ -528,19 +538,37 @@ static void on_accept(struct reactor_fd *rfd, uint32_t events)
                         continue;
                 }
                 c->s = s;
-                c->fd = fd;
                 c->refs = 1;
                 char host[48] = "?", port[8] = "?";
                 getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
                             NI_NUMERICHOST | NI_NUMERICSERV);
                 snprintf(c->addr, sizeof(c->addr), "%s:%s", host, port);
-                c->rfd =
-                    (struct reactor_fd){.fd = fd, .events = EPOLLIN, .cb = on_conn_fd, .ctx = c};
-                if (reactor_add_fd(s->r, &c->rfd) < 0) {
+                struct repl_link_conf lc = {
+                    .r = s->r, .cb = on_conn_link, .ctx = c, .stats = &s->lstats};
+                c->link = repl_link_tcp_wrap(&lc, fd);
+                if (!c->link) {
                         close(fd);
                         free(c);
                 }
         }
+}
+
+/* A primary connected over RDMA: the same connection as over TCP from here on. */
+static void on_rdma_accept(void *ctx, struct repl_link *l, const char *peer)
+{
+        struct repl_server *s = ctx;
+        struct sconn *c = calloc(1, sizeof(*c));
+        if (!c || s->stopping) {
+                free(c);
+                repl_link_close(l);
+                return;
+        }
+        c->s = s;
+        c->refs = 1;
+        snprintf(c->addr, sizeof(c->addr), "%s", peer);
+        c->link = l;
+        l->cb = on_conn_link;
+        l->ctx = c;
 }
 
 /* ---------------- life cycle ---------------- */
@@ -553,7 +581,19 @@ struct create_arg {
 static void listen_on_reactor(void *arg)
 {
         struct create_arg *a = arg;
-        a->rc = reactor_add_fd(a->s->r, &a->s->rfd);
+        struct repl_server *s = a->s;
+        a->rc = reactor_add_fd(s->r, &s->rfd);
+        if (a->rc < 0)
+                return;
+        /* RDMA beside TCP on the same address and port (RDMA CM ports are their own). */
+        if (!repl_link_rdma_available()) {
+                log_info("mirror: no RDMA device on this host; primaries connect over TCP only");
+                return;
+        }
+        s->rdma = repl_rdma_listen(s->r, (struct sockaddr *)&s->addr, s->addrlen, on_rdma_accept, s,
+                                   &s->lstats);
+        if (!s->rdma)
+                log_warn("mirror: no RDMA listener (see above); primaries connect over TCP only");
 }
 
 struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint16_t port)
@@ -582,6 +622,8 @@ struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint
                 free(s);
                 return NULL;
         }
+        memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
+        s->addrlen = res->ai_addrlen;
         freeaddrinfo(res);
         s->rfd = (struct reactor_fd){.fd = s->fd, .events = EPOLLIN, .cb = on_accept, .ctx = s};
         log_info("mirror: will listen for primaries on %s:%u", addr, port);
@@ -616,6 +658,7 @@ int repl_server_add(struct repl_server *s, const struct repl_server_volume *vol)
         if (!v->name || !v->id)
                 return -ENOMEM;
         v->key = repl_volume_key(vol->id);
+        atomic_init(&v->bound_kind, -1);
         pthread_mutex_init(&v->lock, NULL);
         s->nvols++;
         return 0;
@@ -627,6 +670,8 @@ static void stop_on_reactor(void *arg)
         s->stopping = true;
         if (s->listening)
                 reactor_del_fd(s->r, &s->rfd);
+        repl_rdma_listener_close(s->rdma);
+        s->rdma = NULL;
         close(s->fd);
         s->fd = -1;
         for (unsigned i = 0; i < s->nvols; i++)
@@ -737,12 +782,18 @@ json_t *repl_server_json(struct repl_server *s, const char *id)
         char gen[40];
         snprintf(gen, sizeof(gen), "%016llx/%016llx", (unsigned long long)repl_state_gen(st),
                  (unsigned long long)repl_state_shared_gen(st));
-        return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:s}",
-                         "mirror_id", v->id, "role", primary ? "primary" : "secondary", "state",
-                         state, "peer", v->bound ? v->peer : "", "lag_bytes", (json_int_t)0,
-                         "resync_done_bytes", (json_int_t)0, "resync_total_bytes", (json_int_t)0,
-                         "consistent", repl_state_consistent(st), "applied_writes",
-                         (json_int_t)atomic_load(&v->applied_writes), "applied_bytes",
-                         (json_int_t)atomic_load(&v->applied_bytes), "refused",
-                         (json_int_t)atomic_load(&v->refused), "generation", gen);
+        json_t *j = json_pack(
+            "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:s}", "mirror_id", v->id,
+            "role", primary ? "primary" : "secondary", "state", state, "peer",
+            v->bound ? v->peer : "", "lag_bytes", (json_int_t)0, "resync_done_bytes", (json_int_t)0,
+            "resync_total_bytes", (json_int_t)0, "consistent", repl_state_consistent(st),
+            "applied_writes", (json_int_t)atomic_load(&v->applied_writes), "applied_bytes",
+            (json_int_t)atomic_load(&v->applied_bytes), "refused",
+            (json_int_t)atomic_load(&v->refused), "generation", gen);
+        int kind = atomic_load(&v->bound_kind);
+        json_object_set_new(j, "transport",
+                            json_string(kind < 0 ? "none" : repl_link_kind_name(kind)));
+        /* The secondary's counters are the gateway's (every primary's connection). */
+        repl_link_stats_json(j, &s->lstats);
+        return j;
 }

@@ -164,6 +164,7 @@ static const struct key_def lun_keys[] = {
     KEY(struct config_lun, mirror_peer, "mirror_peer", K_HOSTPORT, 1, 80),
     KEY(struct config_lun, mirror_id, "mirror_id", K_TEXT, 1, 64),
     KEY(struct config_lun, mirror_strict, "mirror_strict", K_BOOL, 0, 0),
+    KEY(struct config_lun, mirror_transport, "mirror_transport", K_TEXT, 1, 8),
     {0},
 };
 
@@ -980,6 +981,10 @@ static int close_lun(struct parser *p)
         if (lun->mirror_role && strcmp(lun->mirror_role, "primary") == 0 && !lun->mirror_peer)
                 return fail(p, line_of(p, "mirror_role"),
                             "lun %u: a mirror primary needs mirror_peer", lun->number);
+        if (lun->mirror_transport && strcmp(lun->mirror_transport, "auto") != 0 &&
+            strcmp(lun->mirror_transport, "tcp") != 0 && strcmp(lun->mirror_transport, "rdma") != 0)
+                return fail(p, line_of(p, "mirror_transport"),
+                            "lun %u: mirror_transport must be auto, tcp or rdma", lun->number);
         if ((lun->mirror_peer || lun->mirror_id) && !lun->mirror_role)
                 return fail(p, line_of(p, lun->mirror_peer ? "mirror_peer" : "mirror_id"),
                             "lun %u: mirror_peer and mirror_id need mirror_role", lun->number);
@@ -1258,6 +1263,7 @@ static int attach_luns(struct parser *p)
                 ls->lun.path = NULL; /* now the target's */
                 ls->lun.url = NULL;
                 ls->lun.mirror_role = ls->lun.mirror_peer = ls->lun.mirror_id = NULL;
+                ls->lun.mirror_transport = NULL;
                 target->nluns++;
         }
         for (unsigned t = 0; t < cfg->ntargets; t++) {
@@ -1447,6 +1453,7 @@ static void parser_cleanup(struct parser *p)
                 free(p->luns[i].lun.mirror_role);
                 free(p->luns[i].lun.mirror_peer);
                 free(p->luns[i].lun.mirror_id);
+                free(p->luns[i].lun.mirror_transport);
         }
         free(p->luns);
         if (p->line)
@@ -1534,6 +1541,7 @@ static void free_target(struct config_target *t)
                 free(t->luns[i].mirror_role);
                 free(t->luns[i].mirror_peer);
                 free(t->luns[i].mirror_id);
+                free(t->luns[i].mirror_transport);
         }
         free(t->luns);
 }

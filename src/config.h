@@ -75,6 +75,7 @@ struct config_lun {
         char *mirror_peer;  /* primary: the secondary gateway's mirror_listen, HOST:PORT */
         char *mirror_id;    /* the volume's name on both gateways; NULL: "TARGET/LUN" */
         bool mirror_strict; /* the peer acknowledges a write once its backend has it */
+        char *mirror_transport; /* primary: "auto" (NULL), "tcp" or "rdma" */
         unsigned line;
 };
 

@@ -119,9 +119,16 @@ static int start_mirror(struct daemon *d, struct daemon_lun *l)
                         log_warn("%s: primary without mirror_peer: not mirrored", l->name);
                 return 0;
         }
+        /* RDMA connects from this gateway's mirror_listen address (its RDMA device). */
+        char source[64] = "", port[8];
+        if (d->cfg->mirror_listen &&
+            repl_split_hostport(d->cfg->mirror_listen, source, sizeof(source), port) < 0)
+                source[0] = '\0';
         struct mirror_conf mc = {.name = l->name,
                                  .id = l->mirror_id,
                                  .peer = l->conf->mirror_peer,
+                                 .transport = repl_transport_parse(l->conf->mirror_transport),
+                                 .source = source[0] ? source : NULL,
                                  .size = volume_size(l->volume),
                                  .block_size = l->conf->block_size,
                                  .timeout_ms = d->cfg->mirror_timeout_ms,
