@@ -105,8 +105,12 @@ static struct repl_link *wrap(const struct repl_link_conf *c, int fd, uint32_t e
         return &t->base;
 }
 
+/* An accepted connection: replies are small and must not wait for the peer's delayed ACK
+ * (Nagle), which stalled mirrored writes by 40 ms. */
 struct repl_link *repl_link_tcp_wrap(const struct repl_link_conf *c, int fd)
 {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         return wrap(c, fd, EPOLLIN);
 }
 
