@@ -16,90 +16,17 @@ if compgen -G "/sys/class/infiniband/*" >/dev/null; then
 	exit 77
 fi
 
-declare -A PID LOG SOCK MPORT
-MPORT[s]=$(free_port)
-MPORT[p]=$(free_port)
+LUN_BYTES=$((16 << 20))
+POOL=32M
+NODES="p s"
+source "$(dirname "$0")/mirror_lib.sh"
+PEER_OF=([p]=s [s]=p)
 
-node_config() { # NODE ROLE [LUN LINE]
-	local n=$1 role=$2 peer=""
-	SOCK[$n]="$TMP/$n.sock"
-	LOG[$n]="$TMP/$n.log"
-	[ "$role" = primary ] && peer="mirror_peer = 127.0.0.1:${MPORT[s]}"
-	cat >"$TMP/$n.conf" <<CONF
-[gateway]
-var_dir = $TMP/$n-var
-status_socket = ${SOCK[$n]}
-reactors = 1
-pool_size = 32M
-mirror_listen = 127.0.0.1:${MPORT[$n]}
-mirror_timeout_ms = 2000
-
-[portal main]
-address = 127.0.0.1
-port = $(free_port)
-
-[target $IQN]
-
-[lun $IQN:0]
-path = $TMP/$n.img
-size = 16M
-mirror_role = $role
-$peer
-${3:-}
-CONF
-}
-
-node_start() {
-	local n=$1
-	: >"${LOG[$n]}"
-	"$BIN/isergw" --config "$TMP/$n.conf" >>"${LOG[$n]}" 2>&1 &
-	PID[$n]=$!
-	for _ in $(seq 1 100); do
-		grep -q "listening for iSCSI/TCP" "${LOG[$n]}" && return 0
-		kill -0 "${PID[$n]}" 2>/dev/null || { cat "${LOG[$n]}" >&2; fail "$n exited at start"; }
-		sleep 0.1
-	done
-	fail "$n did not start"
-}
-
-node_stop() {
-	local n=$1 rc=0
-	[ -n "${PID[$n]:-}" ] || return 0
-	kill -TERM "${PID[$n]}"
-	wait "${PID[$n]}" || rc=$?
-	PID[$n]=""
-	if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "${LOG[$n]}"; then
-		cat "${LOG[$n]}" >&2
-		fail "$n: sanitizer report"
-	fi
-	[ "$rc" -eq 0 ] || { tail -30 "${LOG[$n]}" >&2; fail "$n: exit status $rc"; }
-}
-
-transport_cleanup() {
-	local rc=$?
-	for n in p s; do
-		[ -n "${PID[$n]:-}" ] && kill -KILL "${PID[$n]}" 2>/dev/null
-		[ "$rc" -ne 0 ] && [ -f "${LOG[$n]:-}" ] && { echo "--- $n log ---" >&2; tail -30 "${LOG[$n]}" >&2; }
-	done
-	(exit $rc)
-	cleanup
-}
-trap transport_cleanup EXIT
-
-ctl() { "$BIN/isergw-ctl" --socket "${SOCK[$1]}" "${@:2}"; }
-mstat() { ctl "$1" --json mirror | jq -r ".volumes[0].$2"; }
-wait_state() { # NODE STATE
-	for _ in $(seq 1 300); do
-		[ "$(mstat "$1" state)" = "$2" ] && return 0
-		sleep 0.1
-	done
-	ctl "$1" --json mirror | jq -c '.volumes[0]' >&2
-	fail "$1 not $2 within 30 s"
-}
 primary() { # [LUN LINE]
 	node_stop p
 	rm -rf "$TMP/p-var" "$TMP/p.img"
-	node_config p primary "${1:-}"
+	LUN_EXTRA="${1:-}" node_config p primary
+	: >"${LOG[p]}" # each case reads the log from its own start
 	node_start p
 }
 
@@ -155,7 +82,7 @@ echo "ok - rdma only: degraded ($(mstat p last_error)), writes recorded"
 node_stop p
 
 echo "-- 5. a bad mirror_transport is refused"
-node_config p primary "mirror_transport = roce"
+LUN_EXTRA="mirror_transport = roce" node_config p primary
 if "$BIN/isergw" --config "$TMP/p.conf" >"$TMP/bad.log" 2>&1; then
 	fail "a bad mirror_transport was accepted"
 fi
