@@ -84,8 +84,12 @@ static const struct repl_link_ops tcp_ops = {
     .close = tcp_close,
 };
 
+/* Both ends, connected or accepted: a reply or a small message must not wait for the peer's
+ * delayed ACK (Nagle), which stalled mirrored writes by 40 ms. */
 static struct repl_link *wrap(const struct repl_link_conf *c, int fd, uint32_t events)
 {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct tcp_link *t = calloc(1, sizeof(*t));
         if (!t)
                 return NULL;
@@ -105,12 +109,8 @@ static struct repl_link *wrap(const struct repl_link_conf *c, int fd, uint32_t e
         return &t->base;
 }
 
-/* An accepted connection: replies are small and must not wait for the peer's delayed ACK
- * (Nagle), which stalled mirrored writes by 40 ms. */
 struct repl_link *repl_link_tcp_wrap(const struct repl_link_conf *c, int fd)
 {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         return wrap(c, fd, EPOLLIN);
 }
 
@@ -120,8 +120,6 @@ struct repl_link *repl_link_tcp_connect(const struct repl_link_conf *c, const st
         int fd = socket(to->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return NULL;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (connect(fd, to, tolen) < 0 && errno != EINPROGRESS) {
                 int e = errno;
                 close(fd);
