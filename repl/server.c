@@ -582,18 +582,21 @@ static void listen_on_reactor(void *arg)
 {
         struct create_arg *a = arg;
         struct repl_server *s = a->s;
-        a->rc = reactor_add_fd(s->r, &s->rfd);
-        if (a->rc < 0)
-                return;
-        /* RDMA beside TCP on the same address and port (RDMA CM ports are their own). */
-        if (!repl_link_rdma_available()) {
+        /* RDMA beside TCP on the same address and port (RDMA CM ports are their own), and
+         * before it: the kernel takes TCP connections from listen() on, so a primary that
+         * reconnects to a restarting secondary would otherwise find TCP up, RDMA not yet,
+         * and settle for TCP until the next link loss. */
+        if (!repl_link_rdma_available())
                 log_info("mirror: no RDMA device on this host; primaries connect over TCP only");
+        else if (!(s->rdma = repl_rdma_listen(s->r, (struct sockaddr *)&s->addr, s->addrlen,
+                                              on_rdma_accept, s, &s->lstats)))
+                log_warn("mirror: no RDMA listener (see above); primaries connect over TCP only");
+        if (listen(s->fd, 16) < 0) {
+                a->rc = -errno;
+                log_err("mirror_listen: %s", strerror(errno));
                 return;
         }
-        s->rdma = repl_rdma_listen(s->r, (struct sockaddr *)&s->addr, s->addrlen, on_rdma_accept, s,
-                                   &s->lstats);
-        if (!s->rdma)
-                log_warn("mirror: no RDMA listener (see above); primaries connect over TCP only");
+        a->rc = reactor_add_fd(s->r, &s->rfd);
 }
 
 struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint16_t port)
@@ -634,10 +637,6 @@ struct repl_server *repl_server_create(struct reactor *r, const char *addr, uint
  * starts is never told "unknown volume" (which would stop its reconnects). */
 int repl_server_listen(struct repl_server *s)
 {
-        if (listen(s->fd, 16) < 0) {
-                log_err("mirror_listen: %s", strerror(errno));
-                return -1;
-        }
         struct create_arg a = {s, -1};
         if (reactor_call_sync(s->r, listen_on_reactor, &a) < 0 || a.rc < 0)
                 return -1;
